@@ -1,0 +1,168 @@
+"""Evaluate weights on data: BatchNorm statistics recomputed, then loss and error.
+
+Everything that evaluates a point in weight space (a curve at t, a plane grid node, a random
+direction) comes down to `evaluate_point(model, weights, data)`: weights are a name->tensor
+dict run through `torch.func.functional_call`, so the same network object serves every point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.modules.batchnorm import _BatchNorm
+
+Batches = Tensor | Iterable[Tensor] | Iterable[tuple[Tensor, Tensor]]
+
+
+def _forward(model: nn.Module, weights: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
+    return model(x) if weights is None else functional_call(model, dict(weights), (x,))
+
+
+def _input_batches(data: Batches, batch_size: int, num_samples: int | None) -> Iterable[Tensor]:
+    """Input tensors in batches, stopping after `num_samples` samples (None: all)."""
+    if isinstance(data, Tensor):
+        data = data[:num_samples] if num_samples is not None else data
+        if len(data):
+            yield from torch.split(data, batch_size)
+        return
+    seen = 0
+    for batch in data:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if num_samples is not None:
+            x = x[: num_samples - seen]
+        if len(x) == 0:
+            break
+        seen += len(x)
+        yield x
+
+
+def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
+    """BatchNorm layers that keep running statistics (those a recompute must refresh)."""
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def recompute_bn(
+    model: nn.Module,
+    data: Batches,
+    weights: Mapping[str, Tensor] | None = None,
+    *,
+    batch_size: int = 1024,
+    num_samples: int | None = None,
+) -> int:
+    """Reset and re-estimate every BatchNorm layer's running mean and variance.
+
+    One pass over `data` (input tensor (N, ...) or an iterable of batches / (x, y) pairs,
+    never augmented) with the BatchNorm layers in train mode and everything else in eval mode
+    (dropout off). Each layer's statistics are accumulated over all samples exactly
+    (Chan's parallel mean/variance merge in float64), so with equal batches they equal the
+    equal-weight average of `torch.optim.swa_utils.update_bn` for the mean, and the exact
+    population variance (unbiased) rather than an average of per-batch variances.
+    Training flags are restored afterwards. `weights` (a name->tensor dict) are used instead
+    of the model's own parameters when given. Returns the number of samples used.
+    """
+    layers = batchnorm_layers(model)
+    if not layers:
+        return 0
+    stats = {id(m): [0, 0.0, 0.0] for m in layers}  # count, mean, M2 (per channel, float64)
+
+    def accumulate(module: _BatchNorm, inputs: tuple[Tensor, ...]) -> None:
+        x = inputs[0]
+        dims = [d for d in range(x.ndim) if d != 1]
+        var_b, mean_b = torch.var_mean(x, dim=dims, correction=0)
+        n_b = x.numel() // x.shape[1]
+        entry = stats[id(module)]
+        n_a, mean_a, m2_a = entry
+        n = n_a + n_b
+        delta = mean_b.double() - mean_a
+        entry[0] = n
+        entry[1] = mean_a + delta * (n_b / n)
+        entry[2] = m2_a + var_b.double() * n_b + delta**2 * (n_a * n_b / n)
+
+    modes = {m: m.training for m in model.modules()}
+    hooks = [m.register_forward_pre_hook(accumulate) for m in layers]
+    samples = 0
+    try:
+        model.eval()
+        for m in layers:
+            m.train()
+        for x in _input_batches(data, batch_size, num_samples):
+            _forward(model, weights, x)
+            samples += len(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes.items():
+            m.train(mode)
+    if samples == 0:
+        raise ValueError("recompute_bn got no data: pass at least one sample")
+    for m in layers:
+        n, mean, m2 = stats[id(m)]
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(m2 / max(n - 1, 1))
+        m.num_batches_tracked.fill_(1)
+    return samples
+
+
+@dataclass
+class Metrics:
+    """Mean negative log-likelihood, error in percent and accuracy-relevant counts."""
+
+    nll: float
+    error: float
+    samples: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    weights: Mapping[str, Tensor] | None = None,
+    *,
+    batch_size: int = 1024,
+) -> Metrics:
+    """NLL and error (%) of the network on inputs x (N, ...) and labels y (N,), in eval mode."""
+    mode = model.training
+    model.eval()
+    nll, wrong = 0.0, 0
+    try:
+        for xb, yb in zip(torch.split(x, batch_size), torch.split(y, batch_size), strict=True):
+            out = _forward(model, weights, xb)
+            nll += F.cross_entropy(out, yb, reduction="sum").item()
+            wrong += (out.argmax(1) != yb).sum().item()
+    finally:
+        model.train(mode)
+    n = len(y)
+    return Metrics(nll=nll / n, error=100.0 * wrong / n, samples=n)
+
+
+def evaluate_point(
+    model: nn.Module,
+    weights: Mapping[str, Tensor] | None,
+    data,
+    *,
+    splits: tuple[str, ...] = ("train", "test"),
+    bn_samples: int | None = None,
+    batch_size: int = 1024,
+) -> dict[str, Metrics]:
+    """Recompute BatchNorm statistics on un-augmented train data, then evaluate each split.
+
+    `data` is a `modeconn.data.Dataset`; `weights` a name->tensor dict (None: the model's own).
+    """
+    if weights is not None:
+        weights = {k: v.detach() for k, v in weights.items()}
+    recompute_bn(model, data.train_x, weights, batch_size=batch_size, num_samples=bn_samples)
+    out = {}
+    for split in splits:
+        x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
+        out[split] = evaluate(model, x, y, weights, batch_size=batch_size)
+    return out

@@ -1,0 +1,192 @@
+"""Checkpoints: written atomically, loaded with `weights_only=True`, validated on load.
+
+A checkpoint is a plain dict that `torch.load(path, weights_only=True)` reads without
+modeconn:
+
+    {"modeconn": FORMAT, "kind": "endpoint" | "curve", "meta": {...}, "state": {...},
+     "training": {...} (optimizer, RNG states, history; absent in a finished file's use)}
+
+`meta` says what the weights are: model name and arguments, number of classes, input shape,
+data set, seed, epoch, whether training finished and, for curves, the curve type.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from modeconn.curves import Curve, build_curve
+from modeconn.models import build_model
+from modeconn.weights import WeightSpace
+
+FORMAT = 1
+KINDS = ("endpoint", "curve")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it onto `path`.
+
+    A crash leaves either the old file or the new one, never a half-written file.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise OSError(
+            f"cannot write to '{path.parent}': {err.strerror}. Choose a writable output directory."
+        ) from err
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass
+class Checkpoint:
+    kind: str
+    meta: dict[str, Any]
+    state: dict[str, Tensor]
+    training: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.meta.get("finished", False))
+
+
+def save_checkpoint(
+    path: str | Path,
+    kind: str,
+    state: Mapping[str, Tensor],
+    meta: Mapping[str, Any],
+    training: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically. `meta` must hold plain values (str, int, float, list...)."""
+    if kind not in KINDS:
+        raise ValueError(f"checkpoint kind must be one of {KINDS}, got '{kind}'")
+    payload = {
+        "modeconn": FORMAT,
+        "kind": kind,
+        "meta": dict(meta),
+        "state": {k: v.detach().cpu() for k, v in state.items()},
+        "training": dict(training or {}),
+    }
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: str | Path, expect: str | None = None) -> Checkpoint:
+    """Read and validate a checkpoint; `expect` ("endpoint" or "curve") checks its kind."""
+    path = Path(path)
+    if not path.is_file():
+        hint = (
+            "train one with `python -m modeconn.apps.train` (endpoints) or "
+            "`python -m modeconn.apps.connect` (curves), or fix the path"
+        )
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist: {hint}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise ValueError(
+            f"'{path}' is not a readable checkpoint (corrupt, truncated or not written by "
+            f"torch.save?): {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from err
+    if not isinstance(payload, dict) or "modeconn" not in payload:
+        raise ValueError(
+            f"'{path}' is a torch file but not a modeconn checkpoint (no 'modeconn' key). "
+            "Load plain state dicts in Python and pass them as start/end instead."
+        )
+    kind = payload["kind"]
+    if expect is not None and kind != expect:
+        raise ValueError(
+            f"'{path}' is a {kind} checkpoint, but {'an' if expect == 'endpoint' else 'a'} "
+            f"{expect} checkpoint is expected here. "
+            + (
+                "Pass the checkpoints of the two trained endpoint networks."
+                if expect == "endpoint"
+                else "Pass a curve checkpoint written by `python -m modeconn.apps.connect`."
+            )
+        )
+    return Checkpoint(kind, payload["meta"], payload["state"], payload.get("training", {}), path)
+
+
+def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
+    """Build the architecture a checkpoint's metadata names (weights not loaded)."""
+    m = ckpt.meta
+    return build_model(
+        m["model"], num_classes=m["num_classes"], input_shape=tuple(m["input_shape"]),
+        **m.get("model_args", {}),
+    )
+
+
+def load_endpoint(path: str | Path, model: nn.Module | None = None) -> tuple[nn.Module, Checkpoint]:
+    """Load a finished endpoint checkpoint into `model` (built from its metadata if None).
+
+    A checkpoint of another architecture fails with a message naming the first mismatched
+    tensor; an unfinished one fails with the epoch it reached.
+    """
+    ckpt = load_checkpoint(path, expect="endpoint")
+    if not ckpt.finished:
+        raise ValueError(
+            f"'{path}' holds an unfinished training run (epoch {ckpt.meta.get('epoch')} of "
+            f"{ckpt.meta.get('epochs')}). Rerun the same training command to resume and finish it."
+        )
+    model = model_from_checkpoint(ckpt) if model is None else model
+    load_state(model, ckpt.state, what=f"checkpoint '{path}'")
+    return model, ckpt
+
+
+def load_state(model: nn.Module, state: Mapping[str, Tensor], what: str = "state") -> None:
+    """`model.load_state_dict(state)` with an error naming the first mismatched tensor."""
+    own = model.state_dict()
+    for name, tensor in own.items():
+        if name not in state:
+            raise ValueError(
+                f"{what} does not match the architecture: tensor '{name}' (shape "
+                f"{tuple(tensor.shape)}) is missing from it. Was it trained with another model?"
+            )
+        if state[name].shape != tensor.shape:
+            raise ValueError(
+                f"{what} does not match the architecture: tensor '{name}' has shape "
+                f"{tuple(state[name].shape)}, the model expects {tuple(tensor.shape)}. "
+                "Was it trained with another model or other model arguments?"
+            )
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise ValueError(
+            f"{what} does not match the architecture: it has tensor '{extra[0]}' "
+            "that the model does not have. Was it trained with another model?"
+        )
+    model.load_state_dict(state)
+
+
+def load_curve(path: str | Path) -> tuple[Curve, Checkpoint]:
+    """Rebuild a trained curve (and its base network) from a curve checkpoint."""
+    ckpt = load_checkpoint(path, expect="curve")
+    model = model_from_checkpoint(ckpt)
+    space = WeightSpace.from_module(model)
+    try:
+        start, end = space.unflatten(ckpt.state["start"]), space.unflatten(ckpt.state["end"])
+    except ValueError as err:
+        raise ValueError(f"curve checkpoint '{path}' does not match its own model: {err}") from err
+    args = {k: v for k, v in ckpt.meta["curve"].items() if k != "type"}
+    curve = build_curve(ckpt.meta["curve"]["type"], model, start, end, **args)
+    with torch.no_grad():
+        curve.bends.copy_(ckpt.state["bends"])
+    return curve, ckpt

@@ -1,0 +1,257 @@
+"""Training loops for endpoint networks and curves (SGD, the paper's schedule, resumable).
+
+Both loops share `fit`: SGD with momentum, the learning-rate schedule of Garipov et al. 2018
+(constant for the first half, linear decay to 1 % by 90 %, then constant), a checkpoint every
+`save_every` epochs and at the end, and resume from that checkpoint with optimizer and RNG
+state, so an interrupted run ends with the same weights as an uninterrupted one.
+
+Curve training draws t ~ U[0, 1] once per mini-batch and runs SGD on the bends; weight decay
+is the paper's regulariser on the point, 0.5 * wd * ||phi(t)||^2, not decay of the bends.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from modeconn.curves import Curve, curve_args
+from modeconn.store import load_checkpoint, save_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (paper defaults for CIFAR, scaled for digits)."""
+
+    epochs: int = 20
+    lr: float = 0.05
+    momentum: float = 0.9
+    wd: float = 5e-4
+    batch_size: int = 128
+    seed: int = 1
+    save_every: int = 0  # epochs between checkpoints; 0: only at the end
+    augment: bool = True  # train-time augmentation, if the data set defines one
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "wd", "momentum", "save_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def lr_schedule(base_lr: float, progress: float) -> float:
+    """Learning rate at `progress` = fraction of training done, in [0, 1] (paper's schedule)."""
+    if progress <= 0.5:
+        factor = 1.0
+    elif progress <= 0.9:
+        factor = 1.0 - (progress - 0.5) / 0.4 * 0.99
+    else:
+        factor = 0.01
+    return base_lr * factor
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: Path | None = None
+    resumed_from_epoch: int = 0
+
+
+# Keys of the run description that must match to resume from a checkpoint.
+_RESUME_KEYS = ("kind", "model", "model_args", "dataset", "seed", "epochs", "lr", "momentum",
+                "wd", "batch_size", "augment", "curve")
+
+
+def _check_resumable(path: Path, stored: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    differing = [k for k in _RESUME_KEYS if k in meta and stored.get(k) != meta.get(k)]
+    if differing:
+        details = "; ".join(f"{k}: stored {stored.get(k)!r}, now {meta[k]!r}" for k in differing)
+        raise ValueError(
+            f"cannot resume from '{path}': its run differs in {details}. Use the same settings "
+            "to resume, or another checkpoint path (or delete the file) to start afresh."
+        )
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(generator: torch.Generator, state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+StepFn = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
+
+
+def fit(
+    module: nn.Module,
+    params: Sequence[nn.Parameter],
+    step: StepFn,
+    data,
+    config: TrainConfig,
+    *,
+    meta: Mapping[str, Any],
+    state_fn: Callable[[], Mapping[str, Tensor]],
+    load_fn: Callable[[Mapping[str, Tensor]], None],
+    checkpoint: str | Path | None = None,
+    weight_decay: float = 0.0,
+    callbacks: Sequence[Callable[[int, dict[str, float]], None]] = (),
+) -> TrainResult:
+    """The shared SGD loop. `step(x, y, generator) -> (loss, logits)` computes one batch."""
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    meta = {**meta, **{k: v for k, v in asdict(config).items() if k in _RESUME_KEYS},
+            "epochs": config.epochs}
+    result = TrainResult(checkpoint=Path(checkpoint) if checkpoint else None)
+    start_epoch = 0
+    if result.checkpoint is not None and result.checkpoint.exists():
+        ckpt = load_checkpoint(result.checkpoint, expect=meta["kind"])
+        _check_resumable(result.checkpoint, ckpt.meta, meta)
+        load_fn(ckpt.state)
+        result.history = list(ckpt.training.get("history", []))
+        start_epoch = result.resumed_from_epoch = int(ckpt.meta["epoch"])
+        if ckpt.finished:
+            return result
+        optimizer.load_state_dict(ckpt.training["optimizer"])
+        _set_rng_state(generator, ckpt.training["rng"])
+
+    def save(epoch: int) -> None:
+        if result.checkpoint is None:
+            return
+        save_checkpoint(
+            result.checkpoint, meta["kind"], state_fn(),
+            {**meta, "epoch": epoch, "finished": epoch == config.epochs},
+            {"optimizer": optimizer.state_dict(), "rng": _rng_state(generator),
+             "history": result.history},
+        )
+
+    device = params[0].device if params else next(module.buffers()).device
+    steps = math.ceil(len(data.train_y) / config.batch_size)
+    bar = tqdm(range(start_epoch, config.epochs), desc=meta["kind"], disable=not config.progress,
+               initial=start_epoch, total=config.epochs)
+    for epoch in bar:
+        module.train()
+        began, loss_sum, wrong, seen = time.perf_counter(), 0.0, 0, 0
+        batches = data.batches("train", config.batch_size, shuffle=True,
+                               augment=config.augment, generator=generator)
+        for i, (x, y) in enumerate(batches):
+            lr = lr_schedule(config.lr, (epoch + i / steps) / config.epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss, logits = step(x, y, generator)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the training loss became {loss.item()} at epoch {epoch + 1}, step {i + 1} "
+                    f"(lr={lr:.4g}). Lower the learning rate (optim.lr); the last checkpoint "
+                    "is intact."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(y)
+            wrong += (logits.argmax(1) != y).sum().item()
+            seen += len(y)
+        record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen,
+                  "train_error": 100.0 * wrong / seen, "seconds": time.perf_counter() - began}
+        result.history.append(record)
+        bar.set_postfix(loss=f"{record['train_loss']:.4f}", err=f"{record['train_error']:.2f}")
+        done = epoch + 1
+        if done == config.epochs or (config.save_every and done % config.save_every == 0):
+            save(done)
+        for callback in callbacks:
+            callback(done, record)
+    return result
+
+
+def train_endpoint(
+    model: nn.Module,
+    data,
+    config: TrainConfig,
+    *,
+    checkpoint: str | Path | None = None,
+    meta: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Callable[[int, dict[str, float]], None]] = (),
+) -> TrainResult:
+    """Train a network with SGD on cross-entropy, weight decay `config.wd` in the optimizer.
+
+    `meta` (model name/arguments, data set, ...) goes into the checkpoint; a checkpoint that
+    exists at `checkpoint` is resumed (or returned at once if finished).
+    """
+
+    def step(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        logits = model(x)
+        return F.cross_entropy(logits, y), logits
+
+    return fit(
+        model, list(model.parameters()), step, data, config,
+        meta={"kind": "endpoint", **(meta or {})},
+        state_fn=model.state_dict, load_fn=model.load_state_dict,
+        checkpoint=checkpoint, weight_decay=config.wd, callbacks=callbacks,
+    )
+
+
+def curve_step_loss(curve: Curve, x: Tensor, y: Tensor, t: float, wd: float) -> tuple[Tensor, Tensor]:
+    """Loss of one curve step at t: CE(phi(t)) + 0.5 * wd * ||phi(t)||^2, and the logits."""
+    point = curve.point(t)
+    curve.last_t = t
+    logits = curve.run(x, point)
+    loss = F.cross_entropy(logits, y)
+    if wd:
+        loss = loss + 0.5 * wd * point.pow(2).sum()
+    return loss, logits
+
+
+def train_curve(
+    curve: Curve,
+    data,
+    config: TrainConfig,
+    *,
+    checkpoint: str | Path | None = None,
+    meta: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Callable[[int, dict[str, float]], None]] = (),
+) -> TrainResult:
+    """Train the bends of `curve`: t ~ U[0, 1] per mini-batch, SGD through the chain rule."""
+    if curve.num_bends == 0:
+        raise ValueError("a Line has no bends to train; use Bezier or PolyChain")
+
+    def step(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        t = torch.rand((), generator=generator).item()
+        return curve_step_loss(curve, x, y, t, config.wd)
+
+    def load(state: Mapping[str, Tensor]) -> None:
+        for name in ("start", "end"):
+            if not torch.equal(state[name].to(curve.start), getattr(curve, name)):
+                raise ValueError(
+                    f"cannot resume from '{checkpoint}': it connects a different {name} network. "
+                    "Use another checkpoint path (or delete the file) to start afresh."
+                )
+        with torch.no_grad():
+            curve.bends.copy_(state["bends"])
+
+    curve_meta = {"type": curve.kind, **curve_args(curve)}
+    return fit(
+        curve, [curve.bends], step, data, config,
+        meta={"kind": "curve", **(meta or {}), "curve": curve_meta},
+        state_fn=lambda: {"start": curve.start, "end": curve.end, "bends": curve.bends},
+        load_fn=load, checkpoint=checkpoint, callbacks=callbacks,
+    )
