@@ -1,0 +1,248 @@
+"""Data sets held as whole tensors, a registry of them, and `load_dataset(name)`.
+
+Everything used for mode connectivity fits in memory (CIFAR-10's train set is 600 MB as
+float32), so a `Dataset` is four tensors plus an optional batch-level training augmentation,
+and `batches()` slices them. No DataLoader sits between the reader and the data: evaluation
+is exact and fast, and the whole set can move to the GPU once with `.to(device)`.
+
+The augmentation is used only by training loops (`batches(augment=True)`); evaluation and
+BatchNorm statistics always see the plain train data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from modeconn import datasets_torchvision as tv
+
+
+@dataclass
+class Dataset:
+    """Train and test tensors of one data set.
+
+    train_x / test_x: (N, *input_shape) float32, already normalised.
+    train_y / test_y: (N,) int64 class indices in [0, num_classes).
+    augment: batch-level train-time augmentation `augment(x, generator) -> x`, or None.
+    """
+
+    name: str
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+    augment: Callable[[Tensor, torch.Generator | None], Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        for split, x, y in (
+            ("train", self.train_x, self.train_y),
+            ("test", self.test_x, self.test_y),
+        ):
+            if len(x) != len(y):
+                raise ValueError(f"{self.name}: {split} has {len(x)} inputs but {len(y)} labels")
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, train={len(self.train_x)}, test={len(self.test_x)}, "
+            f"input_shape={self.input_shape}, num_classes={self.num_classes}, "
+            f"augment={self.augment!r})"
+        )
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """A copy with all four tensors on `device`."""
+        return dataclasses.replace(
+            self,
+            train_x=self.train_x.to(device),
+            train_y=self.train_y.to(device),
+            test_x=self.test_x.to(device),
+            test_y=self.test_y.to(device),
+        )
+
+    def subset(self, train: int | None = None, test: int | None = None) -> Dataset:
+        """A copy keeping the first `train` / `test` samples (None keeps the whole split)."""
+        return dataclasses.replace(
+            self,
+            train_x=self.train_x[:train],
+            train_y=self.train_y[:train],
+            test_x=self.test_x[:test],
+            test_y=self.test_y[:test],
+        )
+
+    def batches(
+        self,
+        split: str = "train",
+        batch_size: int = 256,
+        *,
+        shuffle: bool = False,
+        augment: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """One epoch of (x, y) batches, x: (B, *input_shape), y: (B,).
+
+        shuffle: visit samples in `torch.randperm` order drawn from `generator`.
+        augment: pass x through `self.augment(x, generator)` (a no-op if it is None); meant
+        for training only — evaluation calls leave it False and see the plain data.
+        drop_last: skip a final batch smaller than `batch_size`.
+        """
+        if split == "train":
+            x, y = self.train_x, self.train_y
+        elif split == "test":
+            x, y = self.test_x, self.test_y
+        else:
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        n = len(x)
+        order = None
+        if shuffle:
+            device = generator.device if generator is not None else "cpu"
+            order = torch.randperm(n, generator=generator, device=device).to(x.device)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            if order is None:
+                xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            else:
+                idx = order[start : start + batch_size]
+                xb, yb = x[idx], y[idx]
+            if augment and self.augment is not None:
+                xb = self.augment(xb, generator)
+            yield xb, yb
+
+
+def _standardise(train: Tensor, test: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """(x - mean) / std with mean and std of the train set over `dims` (train stats only)."""
+    mean = train.mean(dim=dims, keepdim=True)
+    std = train.std(dim=dims, keepdim=True)
+    return (train - mean) / std, (test - mean) / std
+
+
+def digits() -> Dataset:
+    """scikit-learn's 8x8 digits (1797 images, shipped with the package): (1, 8, 8), 10 classes.
+
+    Fixed split: numpy RandomState(0) permutation (a frozen stream, the same in every numpy
+    version), first 1437 for training, last 360 for testing. Pixels / 16, then standardised
+    with the scalar mean and std of the train pixels.
+    """
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    images = torch.as_tensor(raw.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.as_tensor(raw.target, dtype=torch.int64)
+    order = torch.as_tensor(np.random.RandomState(0).permutation(len(labels)))
+    train, test = order[:1437], order[1437:]
+    train_x, test_x = _standardise(images[train], images[test], dims=(0, 1, 2, 3))
+    return Dataset("digits", train_x, labels[train], test_x, labels[test], num_classes=10)
+
+
+def spiral(n_train: int = 1500, n_test: int = 600, noise: float = 0.2, seed: int = 0) -> Dataset:
+    """Three interleaved spiral arms in 2-D, 3 classes, input shape (2,).
+
+    A point of class k at radius r ~ U(0, 1) sits at angle 2*pi*k/3 + 4*r + noise * N(0, 1)
+    (noise in radians, so arms blur more far out). Labels cycle 0, 1, 2 so any prefix is
+    balanced. Coordinates are standardised per feature with train statistics.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    n = n_train + n_test
+    labels = torch.arange(n) % 3
+    radius = torch.rand(n, generator=gen)
+    angle = 2 * torch.pi * labels / 3 + 4 * radius + noise * torch.randn(n, generator=gen)
+    points = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
+    train_x, test_x = _standardise(points[:n_train], points[n_train:], dims=(0,))
+    return Dataset("spiral", train_x, labels[:n_train], test_x, labels[n_train:], num_classes=3)
+
+
+def moons(n_train: int = 1000, n_test: int = 500, noise: float = 0.1, seed: int = 0) -> Dataset:
+    """scikit-learn's two interleaving half-circles, 2 classes, input shape (2,).
+
+    Deterministic given `seed`; standardised per feature with train statistics.
+    """
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(n_samples=n_train + n_test, noise=noise, random_state=seed)
+    points = torch.as_tensor(x, dtype=torch.float32)
+    labels = torch.as_tensor(y, dtype=torch.int64)
+    train_x, test_x = _standardise(points[:n_train], points[n_train:], dims=(0,))
+    return Dataset("moons", train_x, labels[:n_train], test_x, labels[n_train:], num_classes=2)
+
+
+def _from_files(name: str, root: str | Path | None, download: bool) -> Path:
+    """Check and expand `root` for data sets read from files (the user's input boundary)."""
+    if root is None:
+        raise ValueError(
+            f"dataset {name!r} is read from files: pass root=... (the folder that holds or "
+            f"will hold its files; on the command line dataset.root=/path/to/data), and "
+            f"download=True once on a machine with internet access if it is not there yet"
+        )
+    return Path(root).expanduser()
+
+
+def mnist(root: str | Path | None = None, download: bool = False) -> Dataset:
+    """MNIST, (1, 28, 28), 10 classes, from <root>/MNIST/raw (torchvision layout)."""
+    splits = tv.load_mnist("mnist", _from_files("mnist", root, download), download)
+    return Dataset("mnist", *splits, num_classes=10)
+
+
+def fashion_mnist(root: str | Path | None = None, download: bool = False) -> Dataset:
+    """Fashion-MNIST, (1, 28, 28), 10 classes, from <root>/FashionMNIST/raw."""
+    path = _from_files("fashion_mnist", root, download)
+    return Dataset("fashion_mnist", *tv.load_mnist("fashion_mnist", path, download), num_classes=10)
+
+
+def cifar10(root: str | Path | None = None, download: bool = False) -> Dataset:
+    """CIFAR-10, (3, 32, 32), 10 classes, from <root>/cifar-10-batches-py; crop+flip augment."""
+    splits = tv.load_cifar("cifar10", _from_files("cifar10", root, download), download)
+    return Dataset("cifar10", *splits, num_classes=10, augment=tv.cifar_augment("cifar10"))
+
+
+def cifar100(root: str | Path | None = None, download: bool = False) -> Dataset:
+    """CIFAR-100 (fine labels), (3, 32, 32), 100 classes, from <root>/cifar-100-python."""
+    splits = tv.load_cifar("cifar100", _from_files("cifar100", root, download), download)
+    return Dataset("cifar100", *splits, num_classes=100, augment=tv.cifar_augment("cifar100"))
+
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "digits": digits,
+    "spiral": spiral,
+    "moons": moons,
+    "mnist": mnist,
+    "fashion_mnist": fashion_mnist,
+    "cifar10": cifar10,
+    "cifar100": cifar100,
+}
+
+# Built in (no files): these ignore `root` and `download`, so one config shape fits all.
+_BUILT_IN = {"digits", "spiral", "moons"}
+
+
+def dataset_names() -> list[str]:
+    """Names accepted by `load_dataset`, sorted."""
+    return sorted(DATASETS)
+
+
+def load_dataset(
+    name: str, root: str | Path | None = None, *, download: bool = False, **kwargs: object
+) -> Dataset:
+    """Build the data set registered as `name`.
+
+    root: folder holding the files of file-based sets (mnist, fashion_mnist, cifar10,
+    cifar100) in torchvision's layout; ignored by the built-in digits / spiral / moons.
+    download: fetch missing files with torchvision first (needs internet access).
+    kwargs: passed to the builder, e.g. load_dataset("spiral", n_train=300, noise=0.1).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
+    if name in _BUILT_IN:
+        return DATASETS[name](**kwargs)
+    return DATASETS[name](root=root, download=download, **kwargs)
