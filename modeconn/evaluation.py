@@ -122,6 +122,31 @@ class Metrics:
 
 
 @torch.inference_mode()
+def predict(
+    model: nn.Module,
+    x: Tensor,
+    weights: Mapping[str, Tensor] | None = None,
+    *,
+    batch_size: int = 1024,
+) -> Tensor:
+    """Log-probabilities (N, C) of the network on inputs x (N, ...), in eval mode."""
+    mode = model.training
+    model.eval()
+    try:
+        outs = [F.log_softmax(_forward(model, weights, xb).float(), dim=1)
+                for xb in torch.split(x, batch_size)]
+    finally:
+        model.train(mode)
+    return torch.cat(outs)
+
+
+def metrics(log_probs: Tensor, y: Tensor) -> Metrics:
+    """NLL and error (%) from log-probabilities (N, C) and labels (N,)."""
+    nll = F.nll_loss(log_probs, y.to(log_probs.device)).item()
+    wrong = (log_probs.argmax(1) != y.to(log_probs.device)).sum().item()
+    return Metrics(nll=nll, error=100.0 * wrong / len(y), samples=len(y))
+
+
 def evaluate(
     model: nn.Module,
     x: Tensor,
@@ -131,18 +156,7 @@ def evaluate(
     batch_size: int = 1024,
 ) -> Metrics:
     """NLL and error (%) of the network on inputs x (N, ...) and labels y (N,), in eval mode."""
-    mode = model.training
-    model.eval()
-    nll, wrong = 0.0, 0
-    try:
-        for xb, yb in zip(torch.split(x, batch_size), torch.split(y, batch_size), strict=True):
-            out = _forward(model, weights, xb)
-            nll += F.cross_entropy(out, yb, reduction="sum").item()
-            wrong += (out.argmax(1) != yb).sum().item()
-    finally:
-        model.train(mode)
-    n = len(y)
-    return Metrics(nll=nll / n, error=100.0 * wrong / n, samples=n)
+    return metrics(predict(model, x, weights, batch_size=batch_size), y)
 
 
 def evaluate_point(

@@ -190,3 +190,59 @@ def load_curve(path: str | Path) -> tuple[Curve, Checkpoint]:
     with torch.no_grad():
         curve.bends.copy_(ckpt.state["bends"])
     return curve, ckpt
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded in every result sidecar."""
+    import platform
+
+    import numpy
+
+    import modeconn
+
+    return {
+        "modeconn": modeconn.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def save_result(path: str | Path, arrays: Mapping[str, Any], meta: Mapping[str, Any]) -> Path:
+    """Write `path`.npz (arrays) and `path`.json (config, versions, timings), each atomically.
+
+    Both files open without modeconn: `numpy.load(p.npz)` and `json.load(open(p.json))`.
+    Returns the .npz path.
+    """
+    import json
+
+    import numpy as np
+
+    base = Path(path).with_suffix("")
+    arrays = {k: np.asarray(v.detach().cpu() if isinstance(v, Tensor) else v)
+              for k, v in arrays.items()}
+
+    def write_npz(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    sidecar = {**meta, "versions": versions()}
+    atomic_write(base.with_suffix(".json"),
+                 lambda tmp: tmp.write_text(json.dumps(sidecar, indent=2, default=str)))
+    return atomic_write(base.with_suffix(".npz"), write_npz)
+
+
+def load_result(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read the arrays and the sidecar written by `save_result` (path with or without suffix)."""
+    import json
+
+    import numpy as np
+
+    base = Path(path).with_suffix("")
+    npz, sidecar = base.with_suffix(".npz"), base.with_suffix(".json")
+    for f in (npz, sidecar):
+        if not f.is_file():
+            raise FileNotFoundError(f"result file '{f}' does not exist; check the path")
+    with np.load(npz, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return arrays, json.loads(sidecar.read_text())

@@ -113,8 +113,15 @@ def fit(
     checkpoint: str | Path | None = None,
     weight_decay: float = 0.0,
     callbacks: Sequence[Callable[[int, dict[str, float]], None]] = (),
+    lr_fn: Callable[[float], float] | None = None,
 ) -> TrainResult:
-    """The shared SGD loop. `step(x, y, generator) -> (loss, logits)` computes one batch."""
+    """The shared SGD loop. `step(x, y, generator) -> (loss, logits)` computes one batch.
+
+    `lr_fn(epochs_done)` gives the learning rate at a fractional epoch (default: the paper's
+    schedule over `config.epochs`); `callbacks(epoch, record)` run after each epoch.
+    """
+    if lr_fn is None:
+        lr_fn = lambda e: lr_schedule(config.lr, e / config.epochs)  # noqa: E731
     optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                 weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
@@ -154,7 +161,7 @@ def fit(
         batches = data.batches("train", config.batch_size, shuffle=True,
                                augment=config.augment, generator=generator)
         for i, (x, y) in enumerate(batches):
-            lr = lr_schedule(config.lr, (epoch + i / steps) / config.epochs)
+            lr = lr_fn(epoch + i / steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
