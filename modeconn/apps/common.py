@@ -1,0 +1,57 @@
+"""What every app needs: device choice, data from config, paths, plain dicts from DictConfig."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from modeconn.data import Dataset, load_dataset
+from modeconn.training import TrainConfig
+
+CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
+log = logging.getLogger("modeconn")
+
+
+def plain(cfg: Any) -> Any:
+    """A DictConfig/ListConfig as plain Python containers (lists, dicts)."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' -> the first GPU if there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name} was asked for, but no CUDA GPU is visible; use device=cpu")
+    return device
+
+
+def dataset_from(name: str, root: str | None, download: bool, device: torch.device) -> Dataset:
+    return load_dataset(name, root=root, download=download).to(device)
+
+
+def train_config(optim: DictConfig, seed: int, progress: bool) -> TrainConfig:
+    return TrainConfig(**plain(optim), seed=seed, progress=progress)
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a model or path name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+# Errors that mean "your input is wrong": shown as one message, without a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, FloatingPointError, OSError)
+
+
+def run_app(run, cfg: DictConfig) -> Any:
+    """Call an app's `run(cfg)`; a user error exits with its message (status 2), not a traceback."""
+    try:
+        return run(cfg)
+    except USER_ERRORS as err:
+        raise SystemExit(f"modeconn: error: {err}") from None

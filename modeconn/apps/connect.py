@@ -1,0 +1,67 @@
+"""Train a curve between two endpoints:
+`python -m modeconn.apps.connect start=a.pt end=b.pt curve=bezier`.
+
+The architecture and data set come from the endpoint checkpoints, which must agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from modeconn.apps.common import CONFIG_PATH, dataset_from, log, pick_device, plain, slug
+from modeconn.apps.common import run_app, train_config
+from modeconn.curves import build_curve
+from modeconn.evaluation import evaluate_point
+from modeconn.store import load_endpoint
+from modeconn.training import train_curve
+
+# Endpoint metadata that must agree for two networks to be connected.
+_MUST_MATCH = ("model", "model_args", "num_classes", "input_shape", "dataset")
+
+
+def curve_path(cfg: DictConfig) -> Path:
+    if cfg.checkpoint:
+        return Path(cfg.checkpoint)
+    name = f"curve-{cfg.curve.type}-{slug(Path(cfg.start).stem)}-{slug(Path(cfg.end).stem)}.pt"
+    return Path("checkpoints") / name
+
+
+def run(cfg: DictConfig) -> dict:
+    """Train (or resume) the curve the config describes; returns its path and t=0.5 metrics."""
+    device = pick_device(cfg.device)
+    start, start_ckpt = load_endpoint(cfg.start)
+    end, end_ckpt = load_endpoint(cfg.end)
+    differing = [k for k in _MUST_MATCH if start_ckpt.meta.get(k) != end_ckpt.meta.get(k)]
+    if differing:
+        details = "; ".join(
+            f"{k}: {start_ckpt.meta.get(k)!r} vs {end_ckpt.meta.get(k)!r}" for k in differing
+        )
+        raise ValueError(
+            f"start '{cfg.start}' and end '{cfg.end}' are not two networks of one kind ({details}). "
+            "Connect endpoints of the same architecture trained on the same data set."
+        )
+    meta = {k: start_ckpt.meta[k] for k in _MUST_MATCH}
+    root = cfg.data_root if cfg.data_root is not None else start_ckpt.meta.get("dataset_root")
+    data = dataset_from(meta["dataset"], root, False, device)
+    curve = build_curve(cfg.curve.type, start, start, end, **(plain(cfg.curve.args) or {}))
+    curve = curve.to(device)
+    path = curve_path(cfg)
+    meta.update(dataset_root=root, start=str(cfg.start), end=str(cfg.end))
+    train_curve(curve, data, train_config(cfg.optim, cfg.seed, cfg.progress),
+                checkpoint=path, meta=meta)
+    middle = evaluate_point(curve.model, curve.weights(0.5), data)
+    log.info("curve %s at t=0.5: train nll %.4f, test error %.2f %%", path,
+             middle["train"].nll, middle["test"].error)
+    return {"checkpoint": str(path), "middle": {k: v.as_dict() for k, v in middle.items()}}
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="connect")
+def main(cfg: DictConfig) -> None:
+    run_app(run, cfg)
+
+
+if __name__ == "__main__":
+    main()

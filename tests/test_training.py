@@ -1,0 +1,154 @@
+import pytest
+import torch
+
+from modeconn.curves import Bezier, Line
+from modeconn.data import load_dataset
+from modeconn.evaluation import evaluate_point
+from modeconn.models import build_model
+from modeconn.store import load_checkpoint
+from modeconn.training import TrainConfig, lr_schedule, train_curve, train_endpoint
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def _model(data, seed, widths=(8, 16, 32), hidden=64):
+    torch.manual_seed(seed)
+    return build_model("convfc", num_classes=10, input_shape=data.input_shape,
+                       widths=widths, hidden=hidden)
+
+
+@pytest.fixture(scope="module")
+def endpoints(digits):
+    """Two digits networks trained from different seeds (shared by the tests below)."""
+    nets = []
+    for seed in (1, 2):
+        net = _model(digits, seed, widths=(16, 32, 64), hidden=256)
+        train_endpoint(net, digits, TrainConfig(epochs=20, lr=0.05, batch_size=64, seed=seed,
+                                                progress=False))
+        nets.append(net)
+    return nets
+
+
+def test_lr_schedule_follows_the_paper():
+    assert lr_schedule(1.0, 0.0) == lr_schedule(1.0, 0.5) == 1.0
+    assert lr_schedule(1.0, 0.7) == pytest.approx(1.0 - 0.2 / 0.4 * 0.99)
+    assert lr_schedule(1.0, 0.9) == pytest.approx(0.01)
+    assert lr_schedule(1.0, 0.95) == lr_schedule(1.0, 1.0) == 0.01
+
+
+def test_endpoint_training_fits_digits(digits, endpoints):
+    scores = evaluate_point(endpoints[0], None, digits)
+    assert scores["train"].error < 2.0
+    assert scores["test"].error < 6.0
+
+
+def test_trained_bezier_is_far_below_the_line_at_midpoint(digits, endpoints):
+    """The headline effect: the straight line has a barrier, the trained curve does not."""
+    a, b = endpoints
+    line = Line(a, a, b)
+    curve = Bezier(a, a, b)
+    train_curve(curve, digits, TrainConfig(epochs=20, lr=0.03, batch_size=64, seed=1,
+                                           progress=False))
+    line_mid = evaluate_point(line.model, line.weights(0.5), digits)["train"].nll
+    curve_mid = evaluate_point(curve.model, curve.weights(0.5), digits)["train"].nll
+    assert line_mid > 0.5
+    assert curve_mid < line_mid / 5
+
+
+def test_interrupted_training_resumes_to_identical_weights(digits, tmp_path):
+    data = digits.subset(train=256, test=64)
+    config = TrainConfig(epochs=4, lr=0.05, batch_size=32, seed=3, save_every=1,
+                         progress=False)
+    straight = _model(data, 0)
+    train_endpoint(straight, data, config)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_two(epoch, record):
+        if epoch == 2:
+            raise Crash
+
+    path = tmp_path / "run.pt"
+    interrupted = _model(data, 0)
+    with pytest.raises(Crash):
+        train_endpoint(interrupted, data, config, checkpoint=path, callbacks=[crash_after_two])
+    assert load_checkpoint(path).meta["epoch"] == 2
+    resumed = _model(data, 99)  # different init: everything must come from the checkpoint
+    result = train_endpoint(resumed, data, config, checkpoint=path)
+    assert result.resumed_from_epoch == 2
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values(),
+                            strict=True):
+        assert torch.equal(p, q), name
+    assert load_checkpoint(path).finished
+
+
+def test_interrupted_curve_training_resumes_to_identical_bends(digits, tmp_path):
+    data = digits.subset(train=256, test=64)
+    a, b = _model(data, 1), _model(data, 2)
+    config = TrainConfig(epochs=3, lr=0.05, batch_size=64, seed=5, save_every=1, progress=False)
+    straight = Bezier(a, a, b)
+    train_curve(straight, data, config)
+
+    def crash(epoch, record):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    path = tmp_path / "curve.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_curve(Bezier(a, a, b), data, config, checkpoint=path, callbacks=[crash])
+    resumed = Bezier(a, a, b)
+    train_curve(resumed, data, config, checkpoint=path)
+    assert torch.equal(straight.bends, resumed.bends)
+
+
+def test_resume_with_other_settings_names_the_differing_keys(digits, tmp_path):
+    data = digits.subset(train=64, test=16)
+    path = tmp_path / "run.pt"
+    train_endpoint(_model(data, 0), data, TrainConfig(epochs=1, batch_size=32, progress=False),
+                   checkpoint=path)
+    with pytest.raises(ValueError, match=r"differs in epochs: stored 1, now 2; lr"):
+        train_endpoint(_model(data, 0), data,
+                       TrainConfig(epochs=2, lr=0.1, batch_size=32, progress=False),
+                       checkpoint=path)
+
+
+def test_resuming_a_curve_with_other_endpoints_is_refused(digits, tmp_path):
+    data = digits.subset(train=64, test=16)
+    a, b, c = _model(data, 1), _model(data, 2), _model(data, 3)
+    config = TrainConfig(epochs=2, batch_size=32, save_every=1, progress=False)
+    path = tmp_path / "curve.pt"
+    train_curve(Bezier(a, a, b), data, config, checkpoint=path)
+    with pytest.raises(ValueError, match="different end network"):
+        train_curve(Bezier(a, a, c), data, config, checkpoint=path)
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(digits, tmp_path):
+    data = digits.subset(train=128, test=16)
+    path = tmp_path / "run.pt"
+    net = _model(data, 0)
+    train_endpoint(net, data, TrainConfig(epochs=1, batch_size=32, progress=False),
+                   checkpoint=path)
+    before = path.read_bytes()
+    with torch.no_grad():
+        next(net.parameters()).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="Lower the learning rate"):
+        train_endpoint(net, data, TrainConfig(epochs=1, batch_size=32, progress=False),
+                       checkpoint=tmp_path / "other.pt")
+    assert path.read_bytes() == before
+
+
+def test_line_has_nothing_to_train(digits):
+    data = digits.subset(train=32, test=8)
+    a, b = _model(data, 1), _model(data, 2)
+    with pytest.raises(ValueError, match="no bends"):
+        train_curve(Line(a, a, b), data, TrainConfig(epochs=1, progress=False))
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("batch_size", 0), ("lr", -1.0)])
+def test_invalid_train_config_is_rejected(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
