@@ -46,7 +46,7 @@ def run(cfg: DictConfig) -> dict:
     meta = {k: start_ckpt.meta[k] for k in _MUST_MATCH}
     root = cfg.data_root if cfg.data_root is not None else start_ckpt.meta.get("dataset_root")
     data = dataset_from(meta["dataset"], root, False, device)
-    curve = build_curve(cfg.curve.type, start, start, end, **(plain(cfg.curve.args) or {}))
+    curve = build_curve(cfg.curve.type, start, start, end, **(plain(cfg.curve.get("args")) or {}))
     curve = curve.to(device)
     path = curve_path(cfg)
     meta.update(dataset_root=root, start=str(cfg.start), end=str(cfg.end))

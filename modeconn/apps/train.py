@@ -30,7 +30,7 @@ def run(cfg: DictConfig) -> dict:
     data = dataset_from(cfg.dataset.name, cfg.dataset.root, cfg.dataset.download, device)
     config = train_config(cfg.optim, cfg.seed, cfg.progress)
     torch.manual_seed(cfg.seed)  # the initialisation depends on the seed too
-    model_args = plain(cfg.model.args) or {}
+    model_args = plain(cfg.model.get("args")) or {}
     model = build_model(cfg.model.name, num_classes=data.num_classes,
                         input_shape=data.input_shape, **model_args).to(device)
     path = endpoint_path(cfg)

@@ -1,0 +1,137 @@
+"""Apps run through Hydra's compose API on tiny settings, plus one real command line."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from modeconn.apps import connect, train
+from modeconn.apps.common import CONFIG_PATH
+from modeconn.store import load_checkpoint, load_curve, load_endpoint, save_checkpoint
+
+TINY = ["model.args.widths=[8,16,32]", "model.args.hidden=64", "optim.epochs=2",
+        "optim.batch_size=128", "progress=false"]
+
+
+def _cfg(name, overrides):
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+@pytest.fixture
+def trained(tmp_path):
+    paths = []
+    for seed in (1, 2):
+        p = tmp_path / f"ep{seed}.pt"
+        train.run(_cfg("train", [*TINY, f"seed={seed}", f"checkpoint={p}"]))
+        paths.append(p)
+    return paths
+
+
+def test_train_app_writes_a_finished_endpoint_checkpoint(trained):
+    ckpt = load_checkpoint(trained[0], expect="endpoint")
+    assert ckpt.finished and ckpt.meta["model"] == "convfc" and ckpt.meta["seed"] == 1
+    assert ckpt.meta["dataset"] == "digits" and ckpt.meta["epoch"] == 2
+    a, _ = load_endpoint(trained[0])
+    b, _ = load_endpoint(trained[1])
+    assert not torch.equal(next(a.parameters()), next(b.parameters()))
+
+
+def test_connect_app_trains_a_curve_that_reloads(trained, tmp_path):
+    out = tmp_path / "curve.pt"
+    connect.run(_cfg("connect", [f"start={trained[0]}", f"end={trained[1]}",
+                                 "optim.epochs=1", "progress=false", f"checkpoint={out}"]))
+    curve, ckpt = load_curve(out)
+    assert ckpt.meta["curve"] == {"type": "bezier", "degree": 2}
+    a, _ = load_endpoint(trained[0])
+    assert all(torch.equal(curve.weights(0.0)[n], p) for n, p in a.named_parameters())
+
+
+def test_connect_refuses_endpoints_of_different_architectures(trained, tmp_path):
+    other = tmp_path / "wide.pt"
+    train.run(_cfg("train", [*TINY, "model.args.hidden=32", f"checkpoint={other}"]))
+    with pytest.raises(ValueError, match="model_args"):
+        connect.run(_cfg("connect", [f"start={trained[0]}", f"end={other}", "progress=false",
+                                     f"checkpoint={tmp_path / 'c.pt'}"]))
+
+
+def test_curve_checkpoint_passed_as_endpoint_is_refused(trained, tmp_path):
+    out = tmp_path / "curve.pt"
+    connect.run(_cfg("connect", [f"start={trained[0]}", f"end={trained[1]}",
+                                 "optim.epochs=1", "progress=false", f"checkpoint={out}"]))
+    with pytest.raises(ValueError, match="is a curve checkpoint, but an endpoint"):
+        connect.run(_cfg("connect", [f"start={out}", f"end={trained[1]}", "progress=false",
+                                     f"checkpoint={tmp_path / 'c2.pt'}"]))
+
+
+def test_unknown_model_name_lists_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="convfc"):
+        train.run(_cfg("train", [*TINY, "model.name=resnet9000", "~model.args",
+                                 f"checkpoint={tmp_path / 'x.pt'}"]))
+
+
+def test_unknown_dataset_name_lists_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="digits"):
+        train.run(_cfg("train", [*TINY, "dataset.name=imagenet42",
+                                 f"checkpoint={tmp_path / 'x.pt'}"]))
+
+
+def test_missing_data_root_says_where_the_files_must_be(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py.*download"):
+        train.run(_cfg("train", [*TINY, "dataset=cifar10", f"dataset.root={tmp_path}",
+                                 f"checkpoint={tmp_path / 'x.pt'}"]))
+
+
+def test_missing_checkpoint_file_is_reported(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_endpoint(tmp_path / "nope.pt")
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(bad)
+
+
+def test_checkpoint_of_another_architecture_names_the_first_mismatched_tensor(trained, tmp_path):
+    ckpt = load_checkpoint(trained[0])
+    state = dict(ckpt.state)
+    name = next(k for k in state if k.endswith("weight"))
+    state[name] = torch.zeros(3, 3)
+    forged = tmp_path / "forged.pt"
+    save_checkpoint(forged, "endpoint", state, ckpt.meta)
+    with pytest.raises(ValueError, match=f"'{name}' has shape \\(3, 3\\)"):
+        load_endpoint(forged)
+
+
+def test_unfinished_endpoint_cannot_be_connected(tmp_path):
+    p = tmp_path / "partial.pt"
+    train.run(_cfg("train", [*TINY, f"checkpoint={p}"]))
+    ckpt = load_checkpoint(p)
+    save_checkpoint(p, "endpoint", ckpt.state, {**ckpt.meta, "finished": False, "epoch": 1})
+    with pytest.raises(ValueError, match="unfinished training run \\(epoch 1 of 2\\)"):
+        load_endpoint(p)
+
+
+def test_command_line_multirun_over_seeds(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "modeconn.apps.train", "-m", "seed=1,2", *TINY,
+           "checkpoint=ckpt/seed${seed}.pt"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    for seed in (1, 2):
+        assert load_checkpoint(tmp_path / "ckpt" / f"seed{seed}.pt").meta["seed"] == seed
+
+
+def test_command_line_error_is_one_message_without_traceback(tmp_path):
+    cmd = [sys.executable, "-m", "modeconn.apps.connect", "start=missing.pt", "end=missing.pt"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "modeconn: error: checkpoint 'missing.pt' does not exist" in done.stderr
+    assert "Traceback" not in done.stderr
