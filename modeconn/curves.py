@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -177,4 +178,3 @@ def curve_args(curve: Curve) -> dict[str, int]:
     if isinstance(curve, Line):
         return {}
     return {"bends": curve.num_bends}
-

@@ -133,8 +133,10 @@ def predict(
     mode = model.training
     model.eval()
     try:
-        outs = [F.log_softmax(_forward(model, weights, xb).float(), dim=1)
-                for xb in torch.split(x, batch_size)]
+        outs = [
+            F.log_softmax(_forward(model, weights, xb).float(), dim=1)
+            for xb in torch.split(x, batch_size)
+        ]
     finally:
         model.train(mode)
     return torch.cat(outs)

@@ -12,14 +12,15 @@ data set, seed, epoch, whether training finished and, for curves, the curve type
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -130,7 +131,9 @@ def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
     """Build the architecture a checkpoint's metadata names (weights not loaded)."""
     m = ckpt.meta
     return build_model(
-        m["model"], num_classes=m["num_classes"], input_shape=tuple(m["input_shape"]),
+        m["model"],
+        num_classes=m["num_classes"],
+        input_shape=tuple(m["input_shape"]),
         **m.get("model_args", {}),
     )
 
@@ -219,16 +222,19 @@ def save_result(path: str | Path, arrays: Mapping[str, Any], meta: Mapping[str, 
     import numpy as np
 
     base = Path(path).with_suffix("")
-    arrays = {k: np.asarray(v.detach().cpu() if isinstance(v, Tensor) else v)
-              for k, v in arrays.items()}
+    arrays = {
+        k: np.asarray(v.detach().cpu() if isinstance(v, Tensor) else v) for k, v in arrays.items()
+    }
 
     def write_npz(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
     sidecar = {**meta, "versions": versions()}
-    atomic_write(base.with_suffix(".json"),
-                 lambda tmp: tmp.write_text(json.dumps(sidecar, indent=2, default=str)))
+    atomic_write(
+        base.with_suffix(".json"),
+        lambda tmp: tmp.write_text(json.dumps(sidecar, indent=2, default=str)),
+    )
     return atomic_write(base.with_suffix(".npz"), write_npz)
 
 
@@ -246,3 +252,75 @@ def load_result(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     with np.load(npz, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     return arrays, json.loads(sidecar.read_text())
+
+
+def plain_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """`meta` as the JSON sidecar will hold it (tuples become lists), so save/load is exact."""
+    import json
+
+    return json.loads(json.dumps(dict(meta), default=str))
+
+
+class SavedResult:
+    """Mixin for result dataclasses: array/scalar fields + a `meta` dict, as .npz + .json.
+
+    Every field except `meta` goes to the .npz file (numeric or string arrays, scalars as 0-d
+    arrays, no pickles; fields that are None are left out and load as None). `meta` goes to the
+    JSON sidecar with a "result" key naming the class, and `save_result` adds the library
+    versions. `load` drops those two keys, so `load(save(r)) == r`.
+    """
+
+    result_kind: ClassVar[str] = ""
+    meta: dict[str, Any]
+
+    def save(self, path: str | Path) -> Path:
+        """Write `path`.npz and `path`.json atomically; returns the .npz path."""
+        import numpy as np
+
+        arrays = {
+            f.name: np.asarray(getattr(self, f.name))
+            for f in fields(self)
+            if f.name != "meta" and getattr(self, f.name) is not None
+        }
+        return save_result(path, arrays, {**self.meta, "result": self.result_kind})
+
+    @classmethod
+    def load(cls, path: str | Path):
+        """Read a result written by `save` (path with or without suffix)."""
+        arrays, meta = load_result(path)
+        kind = meta.pop("result", None)
+        if kind != cls.result_kind:
+            raise ValueError(
+                f"'{path}' holds a {kind or 'non-modeconn'} result, not a {cls.result_kind}; "
+                "load it with the matching result class"
+            )
+        meta.pop("versions", None)
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "meta":
+                continue
+            if f.name not in arrays:
+                if f.default is not None:
+                    raise ValueError(f"'{path}' lacks the array '{f.name}'; the file is damaged")
+                kwargs[f.name] = None
+                continue
+            value = arrays[f.name]
+            kwargs[f.name] = value.item() if value.ndim == 0 else value
+        return cls(**kwargs, meta=meta)
+
+    def __eq__(self, other: object) -> bool:
+        import numpy as np
+
+        if type(other) is not type(self):
+            return NotImplemented
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                a, b = np.asarray(a), np.asarray(b)
+                if a.shape != b.shape or not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
+                    return False
+            elif a != b and not (
+                isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+            ):
+                return False
+        return True

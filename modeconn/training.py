@@ -69,8 +69,20 @@ class TrainResult:
 
 
 # Keys of the run description that must match to resume from a checkpoint.
-_RESUME_KEYS = ("kind", "model", "model_args", "dataset", "seed", "epochs", "lr", "momentum",
-                "wd", "batch_size", "augment", "curve")
+_RESUME_KEYS = (
+    "kind",
+    "model",
+    "model_args",
+    "dataset",
+    "seed",
+    "epochs",
+    "lr",
+    "momentum",
+    "wd",
+    "batch_size",
+    "augment",
+    "curve",
+)
 
 
 def _check_resumable(path: Path, stored: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
@@ -122,12 +134,16 @@ def fit(
     """
     if lr_fn is None:
         lr_fn = lambda e: lr_schedule(config.lr, e / config.epochs)  # noqa: E731
-    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                                weight_decay=weight_decay)
+    optimizer = torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, weight_decay=weight_decay
+    )
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
-    meta = {**meta, **{k: v for k, v in asdict(config).items() if k in _RESUME_KEYS},
-            "epochs": config.epochs}
+    meta = {
+        **meta,
+        **{k: v for k, v in asdict(config).items() if k in _RESUME_KEYS},
+        "epochs": config.epochs,
+    }
     result = TrainResult(checkpoint=Path(checkpoint) if checkpoint else None)
     start_epoch = 0
     if result.checkpoint is not None and result.checkpoint.exists():
@@ -145,21 +161,32 @@ def fit(
         if result.checkpoint is None:
             return
         save_checkpoint(
-            result.checkpoint, meta["kind"], state_fn(),
+            result.checkpoint,
+            meta["kind"],
+            state_fn(),
             {**meta, "epoch": epoch, "finished": epoch == config.epochs},
-            {"optimizer": optimizer.state_dict(), "rng": _rng_state(generator),
-             "history": result.history},
+            {
+                "optimizer": optimizer.state_dict(),
+                "rng": _rng_state(generator),
+                "history": result.history,
+            },
         )
 
     device = params[0].device if params else next(module.buffers()).device
     steps = math.ceil(len(data.train_y) / config.batch_size)
-    bar = tqdm(range(start_epoch, config.epochs), desc=meta["kind"], disable=not config.progress,
-               initial=start_epoch, total=config.epochs)
+    bar = tqdm(
+        range(start_epoch, config.epochs),
+        desc=meta["kind"],
+        disable=not config.progress,
+        initial=start_epoch,
+        total=config.epochs,
+    )
     for epoch in bar:
         module.train()
         began, loss_sum, wrong, seen = time.perf_counter(), 0.0, 0, 0
-        batches = data.batches("train", config.batch_size, shuffle=True,
-                               augment=config.augment, generator=generator)
+        batches = data.batches(
+            "train", config.batch_size, shuffle=True, augment=config.augment, generator=generator
+        )
         for i, (x, y) in enumerate(batches):
             lr = lr_fn(epoch + i / steps)
             for group in optimizer.param_groups:
@@ -178,8 +205,13 @@ def fit(
             loss_sum += loss.item() * len(y)
             wrong += (logits.argmax(1) != y).sum().item()
             seen += len(y)
-        record = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen,
-                  "train_error": 100.0 * wrong / seen, "seconds": time.perf_counter() - began}
+        record = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": loss_sum / seen,
+            "train_error": 100.0 * wrong / seen,
+            "seconds": time.perf_counter() - began,
+        }
         result.history.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.4f}", err=f"{record['train_error']:.2f}")
         done = epoch + 1
@@ -210,14 +242,23 @@ def train_endpoint(
         return F.cross_entropy(logits, y), logits
 
     return fit(
-        model, list(model.parameters()), step, data, config,
+        model,
+        list(model.parameters()),
+        step,
+        data,
+        config,
         meta={"kind": "endpoint", **(meta or {})},
-        state_fn=model.state_dict, load_fn=model.load_state_dict,
-        checkpoint=checkpoint, weight_decay=config.wd, callbacks=callbacks,
+        state_fn=model.state_dict,
+        load_fn=model.load_state_dict,
+        checkpoint=checkpoint,
+        weight_decay=config.wd,
+        callbacks=callbacks,
     )
 
 
-def curve_step_loss(curve: Curve, x: Tensor, y: Tensor, t: float, wd: float) -> tuple[Tensor, Tensor]:
+def curve_step_loss(
+    curve: Curve, x: Tensor, y: Tensor, t: float, wd: float
+) -> tuple[Tensor, Tensor]:
     """Loss of one curve step at t: CE(phi(t)) + 0.5 * wd * ||phi(t)||^2, and the logits."""
     point = curve.point(t)
     curve.last_t = t
@@ -257,8 +298,14 @@ def train_curve(
 
     curve_meta = {"type": curve.kind, **curve_args(curve)}
     return fit(
-        curve, [curve.bends], step, data, config,
+        curve,
+        [curve.bends],
+        step,
+        data,
+        config,
         meta={"kind": "curve", **(meta or {}), "curve": curve_meta},
         state_fn=lambda: {"start": curve.start, "end": curve.end, "bends": curve.bends},
-        load_fn=load, checkpoint=checkpoint, callbacks=callbacks,
+        load_fn=load,
+        checkpoint=checkpoint,
+        callbacks=callbacks,
     )

@@ -71,7 +71,9 @@ class WeightSpace:
     def unflatten(self, vector: Tensor) -> dict[str, Tensor]:
         """Split a (D,) vector into a name->tensor dict of views (gradients flow through)."""
         if vector.ndim != 1 or vector.numel() != self.size:
-            raise ValueError(f"expected a vector of shape ({self.size},), got {tuple(vector.shape)}")
+            raise ValueError(
+                f"expected a vector of shape ({self.size},), got {tuple(vector.shape)}"
+            )
         parts = torch.split(vector, self.numels)
         return {n: p.view(s) for n, p, s in zip(self.names, parts, self.shapes, strict=True)}
 

@@ -13,8 +13,13 @@ from modeconn.apps import connect, train
 from modeconn.apps.common import CONFIG_PATH
 from modeconn.store import load_checkpoint, load_curve, load_endpoint, save_checkpoint
 
-TINY = ["model.args.widths=[8,16,32]", "model.args.hidden=64", "optim.epochs=2",
-        "optim.batch_size=128", "progress=false"]
+TINY = [
+    "model.args.widths=[8,16,32]",
+    "model.args.hidden=64",
+    "optim.epochs=2",
+    "optim.batch_size=128",
+    "progress=false",
+]
 
 
 def _cfg(name, overrides):
@@ -43,8 +48,18 @@ def test_train_app_writes_a_finished_endpoint_checkpoint(trained):
 
 def test_connect_app_trains_a_curve_that_reloads(trained, tmp_path):
     out = tmp_path / "curve.pt"
-    connect.run(_cfg("connect", [f"start={trained[0]}", f"end={trained[1]}",
-                                 "optim.epochs=1", "progress=false", f"checkpoint={out}"]))
+    connect.run(
+        _cfg(
+            "connect",
+            [
+                f"start={trained[0]}",
+                f"end={trained[1]}",
+                "optim.epochs=1",
+                "progress=false",
+                f"checkpoint={out}",
+            ],
+        )
+    )
     curve, ckpt = load_curve(out)
     assert ckpt.meta["curve"] == {"type": "bezier", "degree": 2}
     a, _ = load_endpoint(trained[0])
@@ -55,35 +70,77 @@ def test_connect_refuses_endpoints_of_different_architectures(trained, tmp_path)
     other = tmp_path / "wide.pt"
     train.run(_cfg("train", [*TINY, "model.args.hidden=32", f"checkpoint={other}"]))
     with pytest.raises(ValueError, match="model_args"):
-        connect.run(_cfg("connect", [f"start={trained[0]}", f"end={other}", "progress=false",
-                                     f"checkpoint={tmp_path / 'c.pt'}"]))
+        connect.run(
+            _cfg(
+                "connect",
+                [
+                    f"start={trained[0]}",
+                    f"end={other}",
+                    "progress=false",
+                    f"checkpoint={tmp_path / 'c.pt'}",
+                ],
+            )
+        )
 
 
 def test_curve_checkpoint_passed_as_endpoint_is_refused(trained, tmp_path):
     out = tmp_path / "curve.pt"
-    connect.run(_cfg("connect", [f"start={trained[0]}", f"end={trained[1]}",
-                                 "optim.epochs=1", "progress=false", f"checkpoint={out}"]))
+    connect.run(
+        _cfg(
+            "connect",
+            [
+                f"start={trained[0]}",
+                f"end={trained[1]}",
+                "optim.epochs=1",
+                "progress=false",
+                f"checkpoint={out}",
+            ],
+        )
+    )
     with pytest.raises(ValueError, match="is a curve checkpoint, but an endpoint"):
-        connect.run(_cfg("connect", [f"start={out}", f"end={trained[1]}", "progress=false",
-                                     f"checkpoint={tmp_path / 'c2.pt'}"]))
+        connect.run(
+            _cfg(
+                "connect",
+                [
+                    f"start={out}",
+                    f"end={trained[1]}",
+                    "progress=false",
+                    f"checkpoint={tmp_path / 'c2.pt'}",
+                ],
+            )
+        )
 
 
 def test_unknown_model_name_lists_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="convfc"):
-        train.run(_cfg("train", [*TINY, "model.name=resnet9000", "~model.args",
-                                 f"checkpoint={tmp_path / 'x.pt'}"]))
+        train.run(
+            _cfg(
+                "train",
+                [*TINY, "model.name=resnet9000", "~model.args", f"checkpoint={tmp_path / 'x.pt'}"],
+            )
+        )
 
 
 def test_unknown_dataset_name_lists_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="digits"):
-        train.run(_cfg("train", [*TINY, "dataset.name=imagenet42",
-                                 f"checkpoint={tmp_path / 'x.pt'}"]))
+        train.run(
+            _cfg("train", [*TINY, "dataset.name=imagenet42", f"checkpoint={tmp_path / 'x.pt'}"])
+        )
 
 
 def test_missing_data_root_says_where_the_files_must_be(tmp_path):
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py.*download"):
-        train.run(_cfg("train", [*TINY, "dataset=cifar10", f"dataset.root={tmp_path}",
-                                 f"checkpoint={tmp_path / 'x.pt'}"]))
+        train.run(
+            _cfg(
+                "train",
+                [
+                    *TINY,
+                    "dataset=cifar10",
+                    f"dataset.root={tmp_path}",
+                    f"checkpoint={tmp_path / 'x.pt'}",
+                ],
+            )
+        )
 
 
 def test_missing_checkpoint_file_is_reported(tmp_path):
@@ -120,10 +177,16 @@ def test_unfinished_endpoint_cannot_be_connected(tmp_path):
 
 def test_command_line_multirun_over_seeds(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    cmd = [sys.executable, "-m", "modeconn.apps.train", "-m", "seed=1,2", *TINY,
-           "checkpoint=ckpt/seed${seed}.pt"]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "modeconn.apps.train",
+        "-m",
+        "seed=1,2",
+        *TINY,
+        "checkpoint=ckpt/seed${seed}.pt",
+    ]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     for seed in (1, 2):
         assert load_checkpoint(tmp_path / "ckpt" / f"seed{seed}.pt").meta["seed"] == seed

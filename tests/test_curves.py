@@ -74,7 +74,9 @@ def test_coefficients_are_nonnegative_and_sum_to_one(t, index):
 
 
 @settings(max_examples=50, deadline=None)
-@given(t=st.one_of(st.floats(max_value=-1e-9), st.floats(min_value=1 + 1e-9), st.just(float("nan"))))
+@given(
+    t=st.one_of(st.floats(max_value=-1e-9), st.floats(min_value=1 + 1e-9), st.just(float("nan")))
+)
 def test_t_outside_unit_interval_raises(t):
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         COEF_CURVES[2].coefficients(t)

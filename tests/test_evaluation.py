@@ -42,10 +42,12 @@ def test_recompute_bn_matches_update_bn_on_one_batch():
     ref.drop.p = 0.0  # our pass keeps dropout off; make update_bn see the same network
     torch.optim.swa_utils.update_bn([x], ref)
     for name in ("bn1", "bn2", "bn3"):
-        assert torch.allclose(getattr(net, name).running_mean, getattr(ref, name).running_mean,
-                              atol=1e-5)
-        assert torch.allclose(getattr(net, name).running_var, getattr(ref, name).running_var,
-                              rtol=1e-4, atol=1e-6)
+        assert torch.allclose(
+            getattr(net, name).running_mean, getattr(ref, name).running_mean, atol=1e-5
+        )
+        assert torch.allclose(
+            getattr(net, name).running_var, getattr(ref, name).running_var, rtol=1e-4, atol=1e-6
+        )
 
 
 def test_recompute_bn_restores_training_flags_and_keeps_dropout_off():
@@ -63,8 +65,9 @@ def test_recompute_bn_respects_sample_budget_and_batch_iterables():
     net = TwoBN()
     x = torch.randn(100, 3, 6, 6)
     x[50:] += 100.0  # later samples would shift the mean a lot
-    assert recompute_bn(net, [(x[:30], None), (x[30:60], None), (x[60:], None)],
-                        num_samples=50) == 50
+    assert (
+        recompute_bn(net, [(x[:30], None), (x[30:60], None), (x[60:], None)], num_samples=50) == 50
+    )
     assert torch.allclose(net.bn1.running_mean, x[:50].mean((0, 2, 3)), atol=1e-5)
 
 

@@ -16,8 +16,9 @@ def digits():
 
 def _model(data, seed, widths=(8, 16, 32), hidden=64):
     torch.manual_seed(seed)
-    return build_model("convfc", num_classes=10, input_shape=data.input_shape,
-                       widths=widths, hidden=hidden)
+    return build_model(
+        "convfc", num_classes=10, input_shape=data.input_shape, widths=widths, hidden=hidden
+    )
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +27,9 @@ def endpoints(digits):
     nets = []
     for seed in (1, 2):
         net = _model(digits, seed, widths=(16, 32, 64), hidden=256)
-        train_endpoint(net, digits, TrainConfig(epochs=20, lr=0.05, batch_size=64, seed=seed,
-                                                progress=False))
+        train_endpoint(
+            net, digits, TrainConfig(epochs=20, lr=0.05, batch_size=64, seed=seed, progress=False)
+        )
         nets.append(net)
     return nets
 
@@ -50,8 +52,9 @@ def test_trained_bezier_is_far_below_the_line_at_midpoint(digits, endpoints):
     a, b = endpoints
     line = Line(a, a, b)
     curve = Bezier(a, a, b)
-    train_curve(curve, digits, TrainConfig(epochs=20, lr=0.03, batch_size=64, seed=1,
-                                           progress=False))
+    train_curve(
+        curve, digits, TrainConfig(epochs=20, lr=0.03, batch_size=64, seed=1, progress=False)
+    )
     line_mid = evaluate_point(line.model, line.weights(0.5), digits)["train"].nll
     curve_mid = evaluate_point(curve.model, curve.weights(0.5), digits)["train"].nll
     assert line_mid > 0.5
@@ -60,8 +63,7 @@ def test_trained_bezier_is_far_below_the_line_at_midpoint(digits, endpoints):
 
 def test_interrupted_training_resumes_to_identical_weights(digits, tmp_path):
     data = digits.subset(train=256, test=64)
-    config = TrainConfig(epochs=4, lr=0.05, batch_size=32, seed=3, save_every=1,
-                         progress=False)
+    config = TrainConfig(epochs=4, lr=0.05, batch_size=32, seed=3, save_every=1, progress=False)
     straight = _model(data, 0)
     train_endpoint(straight, data, config)
 
@@ -80,8 +82,9 @@ def test_interrupted_training_resumes_to_identical_weights(digits, tmp_path):
     resumed = _model(data, 99)  # different init: everything must come from the checkpoint
     result = train_endpoint(resumed, data, config, checkpoint=path)
     assert result.resumed_from_epoch == 2
-    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values(),
-                            strict=True):
+    for (name, p), q in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
         assert torch.equal(p, q), name
     assert load_checkpoint(path).finished
 
@@ -108,12 +111,16 @@ def test_interrupted_curve_training_resumes_to_identical_bends(digits, tmp_path)
 def test_resume_with_other_settings_names_the_differing_keys(digits, tmp_path):
     data = digits.subset(train=64, test=16)
     path = tmp_path / "run.pt"
-    train_endpoint(_model(data, 0), data, TrainConfig(epochs=1, batch_size=32, progress=False),
-                   checkpoint=path)
+    train_endpoint(
+        _model(data, 0), data, TrainConfig(epochs=1, batch_size=32, progress=False), checkpoint=path
+    )
     with pytest.raises(ValueError, match=r"differs in epochs: stored 1, now 2; lr"):
-        train_endpoint(_model(data, 0), data,
-                       TrainConfig(epochs=2, lr=0.1, batch_size=32, progress=False),
-                       checkpoint=path)
+        train_endpoint(
+            _model(data, 0),
+            data,
+            TrainConfig(epochs=2, lr=0.1, batch_size=32, progress=False),
+            checkpoint=path,
+        )
 
 
 def test_resuming_a_curve_with_other_endpoints_is_refused(digits, tmp_path):
@@ -130,14 +137,17 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(digits, tm
     data = digits.subset(train=128, test=16)
     path = tmp_path / "run.pt"
     net = _model(data, 0)
-    train_endpoint(net, data, TrainConfig(epochs=1, batch_size=32, progress=False),
-                   checkpoint=path)
+    train_endpoint(net, data, TrainConfig(epochs=1, batch_size=32, progress=False), checkpoint=path)
     before = path.read_bytes()
     with torch.no_grad():
         next(net.parameters()).fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="Lower the learning rate"):
-        train_endpoint(net, data, TrainConfig(epochs=1, batch_size=32, progress=False),
-                       checkpoint=tmp_path / "other.pt")
+        train_endpoint(
+            net,
+            data,
+            TrainConfig(epochs=1, batch_size=32, progress=False),
+            checkpoint=tmp_path / "other.pt",
+        )
     assert path.read_bytes() == before
 
 

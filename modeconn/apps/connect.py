@@ -11,8 +11,16 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from modeconn.apps.common import CONFIG_PATH, dataset_from, log, pick_device, plain, slug
-from modeconn.apps.common import run_app, train_config
+from modeconn.apps.common import (
+    CONFIG_PATH,
+    dataset_from,
+    log,
+    pick_device,
+    plain,
+    run_app,
+    slug,
+    train_config,
+)
 from modeconn.curves import build_curve
 from modeconn.evaluation import evaluate_point
 from modeconn.store import load_endpoint
@@ -40,7 +48,8 @@ def run(cfg: DictConfig) -> dict:
             f"{k}: {start_ckpt.meta.get(k)!r} vs {end_ckpt.meta.get(k)!r}" for k in differing
         )
         raise ValueError(
-            f"start '{cfg.start}' and end '{cfg.end}' are not two networks of one kind ({details}). "
+            f"start '{cfg.start}' and end '{cfg.end}' are not two networks of one kind "
+            f"({details}). "
             "Connect endpoints of the same architecture trained on the same data set."
         )
     meta = {k: start_ckpt.meta[k] for k in _MUST_MATCH}
@@ -50,11 +59,16 @@ def run(cfg: DictConfig) -> dict:
     curve = curve.to(device)
     path = curve_path(cfg)
     meta.update(dataset_root=root, start=str(cfg.start), end=str(cfg.end))
-    train_curve(curve, data, train_config(cfg.optim, cfg.seed, cfg.progress),
-                checkpoint=path, meta=meta)
+    train_curve(
+        curve, data, train_config(cfg.optim, cfg.seed, cfg.progress), checkpoint=path, meta=meta
+    )
     middle = evaluate_point(curve.model, curve.weights(0.5), data)
-    log.info("curve %s at t=0.5: train nll %.4f, test error %.2f %%", path,
-             middle["train"].nll, middle["test"].error)
+    log.info(
+        "curve %s at t=0.5: train nll %.4f, test error %.2f %%",
+        path,
+        middle["train"].nll,
+        middle["test"].error,
+    )
     return {"checkpoint": str(path), "middle": {k: v.as_dict() for k, v in middle.items()}}
 
 

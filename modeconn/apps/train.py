@@ -11,8 +11,16 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from modeconn.apps.common import CONFIG_PATH, dataset_from, log, pick_device, plain, slug
-from modeconn.apps.common import run_app, train_config
+from modeconn.apps.common import (
+    CONFIG_PATH,
+    dataset_from,
+    log,
+    pick_device,
+    plain,
+    run_app,
+    slug,
+    train_config,
+)
 from modeconn.evaluation import evaluate_point
 from modeconn.models import build_model
 from modeconn.training import train_endpoint
@@ -31,22 +39,34 @@ def run(cfg: DictConfig) -> dict:
     config = train_config(cfg.optim, cfg.seed, cfg.progress)
     torch.manual_seed(cfg.seed)  # the initialisation depends on the seed too
     model_args = plain(cfg.model.get("args")) or {}
-    model = build_model(cfg.model.name, num_classes=data.num_classes,
-                        input_shape=data.input_shape, **model_args).to(device)
+    model = build_model(
+        cfg.model.name, num_classes=data.num_classes, input_shape=data.input_shape, **model_args
+    ).to(device)
     path = endpoint_path(cfg)
     meta = {
-        "model": cfg.model.name, "model_args": model_args, "num_classes": data.num_classes,
-        "input_shape": list(data.input_shape), "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "model_args": model_args,
+        "num_classes": data.num_classes,
+        "input_shape": list(data.input_shape),
+        "dataset": cfg.dataset.name,
         "dataset_root": cfg.dataset.root,
     }
     result = train_endpoint(model, data, config, checkpoint=path, meta=meta)
     if result.resumed_from_epoch:
         log.info("resumed %s from epoch %d", path, result.resumed_from_epoch)
     scores = evaluate_point(model, None, data)
-    log.info("endpoint %s: train error %.2f %%, test error %.2f %%, test nll %.4f", path,
-             scores["train"].error, scores["test"].error, scores["test"].nll)
-    return {"checkpoint": str(path), "train": scores["train"].as_dict(),
-            "test": scores["test"].as_dict()}
+    log.info(
+        "endpoint %s: train error %.2f %%, test error %.2f %%, test nll %.4f",
+        path,
+        scores["train"].error,
+        scores["test"].error,
+        scores["test"].nll,
+    )
+    return {
+        "checkpoint": str(path),
+        "train": scores["train"].as_dict(),
+        "test": scores["test"].as_dict(),
+    }
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")

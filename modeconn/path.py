@@ -1,0 +1,188 @@
+"""Metrics along a curve phi(t), and the barrier height of a path (Garipov et al. 2018, Fig. 2).
+
+`evaluate_path` walks t over a grid and evaluates every phi(t) with the one evaluation engine
+(`evaluate_point`: BatchNorm statistics recomputed on the plain train data, then train and test
+metrics). The loss reported is the paper's training objective,
+
+    loss(t) = nll(t) + 0.5 * wd * ||phi(t)||^2,
+
+on both splits, next to the plain nll and the error (%). The Euclidean distances between
+consecutive points give the arc length that weights the "integral over the curve" summaries.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from modeconn.curves import Curve, curve_args
+from modeconn.evaluation import evaluate_point
+from modeconn.store import SavedResult, plain_meta
+from modeconn.weights import WeightSpace
+
+METRICS = ("train_loss", "train_nll", "train_error", "test_loss", "test_nll", "test_error")
+
+
+def barrier(ts: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> float:
+    """Barrier height max_t [f(t) - ((1 - t) f(0) + t f(1))] of values f sampled at ts (T,).
+
+    The excess of the path over the straight interpolation of its endpoint values; 0 for a
+    linear (or convex) profile. Needs ts[0] == 0 and ts[-1] == 1. NaN values give NaN.
+    """
+    ts, values = np.asarray(ts, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    if ts.ndim != 1 or ts.shape != values.shape or len(ts) < 2:
+        raise ValueError(
+            f"ts and values must be 1-D of the same length >= 2, got shapes {ts.shape} and "
+            f"{values.shape}"
+        )
+    if ts[0] != 0 or ts[-1] != 1:
+        raise ValueError(
+            f"barrier needs the endpoints: ts[0] must be 0 and ts[-1] must be 1, got "
+            f"{ts[0]} and {ts[-1]}; evaluate the path on a grid that includes t = 0 and t = 1"
+        )
+    line = (1 - ts) * values[0] + ts * values[-1]
+    return float(np.max(values - line))
+
+
+def weighted_mean(values: np.ndarray, lengths: np.ndarray, ts: np.ndarray) -> float:
+    """Arc-length weighted mean of values (T,) over segments of lengths (T-1,).
+
+    Trapezoid rule: segment i contributes lengths[i] * (values[i] + values[i+1]) / 2, divided by
+    the total length. A path of length 0 (start == end) falls back to weighting by t.
+    """
+    if len(values) == 1:
+        return float(values[0])
+    mids = (values[:-1] + values[1:]) / 2
+    for w in (lengths, np.abs(np.diff(ts))):
+        if w.sum() > 0:
+            return float(np.sum(w * mids) / w.sum())
+    return float(np.mean(values))
+
+
+@dataclass(eq=False)
+class PathResult(SavedResult):
+    """Metrics at T points along a curve; each metric is a (T,) float64 array.
+
+    Losses include the weight-decay term 0.5 * wd * ||phi(t)||^2; errors are in percent.
+    arc_length (T-1,): Euclidean distance in weight space between consecutive points.
+    """
+
+    ts: np.ndarray
+    train_loss: np.ndarray
+    train_nll: np.ndarray
+    train_error: np.ndarray
+    test_loss: np.ndarray
+    test_nll: np.ndarray
+    test_error: np.ndarray
+    arc_length: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    result_kind: ClassVar[str] = "PathResult"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.name != "meta":
+                setattr(self, f.name, np.asarray(getattr(self, f.name), dtype=np.float64))
+        n = len(self.ts)
+        for name in METRICS:
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},), got {getattr(self, name).shape}")
+        if self.arc_length.shape != (max(n - 1, 0),):
+            raise ValueError(f"arc_length must have shape ({n - 1},), got {self.arc_length.shape}")
+        self.meta = plain_meta(self.meta)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """min, max, mean over the points and the arc-length weighted mean, per metric."""
+        out = {}
+        for name in METRICS:
+            v = getattr(self, name)
+            out[name] = {
+                "min": float(np.min(v)),
+                "max": float(np.max(v)),
+                "mean": float(np.mean(v)),
+                "weighted_mean": weighted_mean(v, self.arc_length, self.ts),
+            }
+        return out
+
+    def barrier(self, metric: str = "train_loss") -> float:
+        """Barrier height of `metric` along the path (see the module-level `barrier`)."""
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
+        return barrier(self.ts, getattr(self, metric))
+
+
+def _as_ts(ts: int | Sequence[float]) -> np.ndarray:
+    if isinstance(ts, (int, np.integer)) and not isinstance(ts, bool):
+        if ts < 2:
+            raise ValueError(f"ts must be >= 2 points to include both endpoints, got {ts}")
+        return np.linspace(0.0, 1.0, int(ts))
+    arr = np.asarray(ts, dtype=np.float64)
+    if arr.ndim != 1 or len(arr) == 0:
+        raise ValueError(f"ts must be an int or a non-empty 1-D sequence of t values, got {ts!r}")
+    if not np.all((arr >= 0) & (arr <= 1)):
+        raise ValueError(f"every t must lie in [0, 1], got {arr[(arr < 0) | (arr > 1)][:5]}...")
+    return arr
+
+
+def evaluate_path(
+    curve: Curve,
+    data,
+    ts: int | Sequence[float] = 61,
+    *,
+    wd: float = 5e-4,
+    bn_samples: int | None = None,
+    batch_size: int = 1024,
+    progress: bool = True,
+) -> PathResult:
+    """Train/test loss, nll and error (%) at each t along `curve` (any `Curve`, a `Line` too).
+
+    ts: number of equally spaced points on [0, 1] (endpoints included), or the t values.
+    wd: weight decay of the reported loss, nll + 0.5 * wd * ||phi(t)||^2 (5e-4 as in the paper;
+        0 reports the nll).
+    bn_samples: train samples used to recompute BatchNorm statistics at each t (None: all).
+    Diverged points (NaN or inf losses) are recorded as they are.
+    """
+    ts = _as_ts(ts)
+    values: dict[str, list[float]] = {name: [] for name in METRICS}
+    lengths: list[float] = []
+    prev = None
+    begin = time.perf_counter()
+    with torch.no_grad():
+        for t in tqdm(ts, desc=f"path ({curve.kind})", disable=not progress, leave=False):
+            point = curve.point(float(t)).detach()
+            if prev is not None:
+                lengths.append(WeightSpace.norm(point.double() - prev.double()).item())
+            prev = point
+            l2 = 0.5 * wd * WeightSpace.dot(point, point).item() if wd else 0.0
+            weights = curve.space.unflatten(point)
+            res = evaluate_point(
+                curve.model, weights, data, bn_samples=bn_samples, batch_size=batch_size
+            )
+            for split in ("train", "test"):
+                values[f"{split}_nll"].append(res[split].nll)
+                values[f"{split}_error"].append(res[split].error)
+                values[f"{split}_loss"].append(res[split].nll + l2)
+    seconds = time.perf_counter() - begin
+    meta = {
+        "curve": {"type": curve.kind, **curve_args(curve)},
+        "num_bends": curve.num_bends,
+        "dim": curve.space.size,
+        "dataset": getattr(data, "name", None),
+        "train_samples": len(data.train_x),
+        "test_samples": len(data.test_x),
+        "points": len(ts),
+        "wd": wd,
+        "bn_samples": bn_samples,
+        "batch_size": batch_size,
+        "seconds": seconds,
+        "seconds_per_point": seconds / len(ts),
+        "length": math.fsum(lengths),
+    }
+    return PathResult(ts=ts, **values, arc_length=np.asarray(lengths), meta=meta)

@@ -1,0 +1,380 @@
+"""The 2-D plane through three points in weight space, and loss surfaces on a grid in it.
+
+Garipov et al. (2018, Fig. 1 and Sec. 6) look at the plane through the two endpoints w1, w2 and
+the bend theta of a quadratic Bezier curve. With a = w1, b = w2, c = theta:
+
+    origin = a,   u = (c - a) / |c - a|,   v = GS(b - a against u) / |...|
+
+and a point (x, y) of the plane is origin + x * u + y * v. The geometry runs in float64 (two
+Gram-Schmidt passes), so u and v are orthonormal to rounding even for millions of weights;
+points handed back to a network are cast to the dtype of the original weights.
+
+`evaluate_plane` evaluates every node of a grid over the plane with the one evaluation engine
+(`evaluate_point`: BatchNorm statistics recomputed at each node) and projects a curve onto it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from modeconn.curves import Curve, curve_args
+from modeconn.evaluation import evaluate_point
+from modeconn.path import METRICS
+from modeconn.store import SavedResult, plain_meta
+from modeconn.weights import WeightSpace
+
+PointLike = Tensor | Mapping[str, Tensor] | nn.Module
+
+
+def _as_vector(w: PointLike, space: WeightSpace | None, what: str) -> Tensor:
+    """A flat weight vector (D,) or batch (N, D) from a tensor, state dict or module."""
+    if isinstance(w, Tensor):
+        if w.ndim not in (1, 2):
+            raise ValueError(f"{what} must be a flat vector (D,) or a batch (N, D), got {w.shape}")
+        return w.detach()
+    if space is None:
+        raise ValueError(
+            f"{what} is a state dict: pass space=WeightSpace.from_module(model) to flatten it, "
+            "or pass flat vectors"
+        )
+    return space.flatten(w, what)
+
+
+@dataclass(frozen=True, eq=False)
+class Plane:
+    """The affine plane origin + x * u + y * v in a weight space of dimension D.
+
+    origin, u, v: (D,) tensors, stored as float64; u and v must be orthonormal (build planes
+        with `Plane.through` unless you have such a basis).
+    space: the network's `WeightSpace`, needed by `weights(x, y)` and for state-dict inputs.
+    anchors: (K, 2) plane coordinates of the points that define the plane, named by
+        `anchor_names`; `evaluate_plane` spans its grid over them.
+    dtype: dtype of the points `point(x, y)` returns (default: origin's dtype as given).
+    """
+
+    origin: Tensor
+    u: Tensor
+    v: Tensor
+    space: WeightSpace | None = None
+    anchors: np.ndarray | None = None
+    anchor_names: tuple[str, ...] = ()
+    dtype: torch.dtype | None = None
+
+    def __post_init__(self) -> None:
+        d = self.origin.shape
+        if len(d) != 1 or self.u.shape != d or self.v.shape != d:
+            raise ValueError(
+                f"origin, u and v must be flat vectors of one shape (D,), got {tuple(d)}, "
+                f"{tuple(self.u.shape)} and {tuple(self.v.shape)}"
+            )
+        if self.space is not None and self.space.size != d[0]:
+            raise ValueError(f"space has {self.space.size} weights but the vectors have {d[0]}")
+        set_ = object.__setattr__
+        if self.dtype is None:
+            set_(self, "dtype", self.origin.dtype)
+        for name in ("origin", "u", "v"):
+            set_(self, name, getattr(self, name).detach().to(torch.float64))
+        gram = [[torch.dot(p, q).item() for q in (self.u, self.v)] for p in (self.u, self.v)]
+        if not np.allclose(gram, np.eye(2), rtol=0, atol=1e-6):
+            raise ValueError(
+                f"u and v must be orthonormal (Gram matrix {gram}); build the plane with "
+                "Plane.through(a, b, c)"
+            )
+        if self.anchors is not None:
+            anchors = np.asarray(self.anchors, dtype=np.float64).reshape(-1, 2)
+            set_(self, "anchors", anchors)
+            names = tuple(self.anchor_names) or tuple(f"anchor {k}" for k in range(len(anchors)))
+            if len(names) != len(anchors):
+                raise ValueError(f"{len(names)} anchor_names for {len(anchors)} anchors")
+            set_(self, "anchor_names", names)
+
+    @property
+    def dim(self) -> int:
+        """Dimension D of the weight space."""
+        return self.origin.shape[0]
+
+    @classmethod
+    def through(
+        cls,
+        a: PointLike,
+        b: PointLike,
+        c: PointLike,
+        space: WeightSpace | None = None,
+        names: tuple[str, str, str] = ("start", "end", "bend"),
+    ) -> Plane:
+        """The plane through a, b, c: origin a, u along c - a, v from b - a by Gram-Schmidt.
+
+        a, b, c: flat (D,) vectors, state dicts (with `space`) or modules (space inferred).
+        Garipov's convention is a = w1 (start), b = w2 (end), c = theta (bend), so that the
+        bend lies on the x axis at (|theta - w1|, 0). Raises ValueError if the points are
+        collinear (to the rounding of their dtype).
+        """
+        if space is None and isinstance(a, nn.Module):
+            space = WeightSpace.from_module(a)
+        va, vb, vc = (_as_vector(w, space, n) for w, n in ((a, "a"), (b, "b"), (c, "c")))
+        if not (va.ndim == vb.ndim == vc.ndim == 1) or not (va.shape == vb.shape == vc.shape):
+            raise ValueError(
+                f"a, b, c must be flat vectors of one shape (D,), got {tuple(va.shape)}, "
+                f"{tuple(vb.shape)} and {tuple(vc.shape)}"
+            )
+        dtype = va.dtype if va.is_floating_point() else torch.get_default_dtype()
+        a64, b64, c64 = (w.to(va.device, torch.float64) for w in (va, vb, vc))
+        scale = max(WeightSpace.norm(w).item() for w in (a64, b64, c64))
+        tol = 16 * torch.finfo(dtype).eps * scale  # rounding of the input dtype
+        collinear = (
+            "the three points are collinear (to rounding of {}): {}. A plane needs three points "
+            "that span two directions; pick a bend off the line through the endpoints"
+        )
+        du = c64 - a64
+        nu = WeightSpace.norm(du).item()
+        if not nu > tol:
+            raise ValueError(collinear.format(dtype, "c coincides with a"))
+        u = du / nu
+        dv = b64 - a64
+        for _ in range(2):  # Gram-Schmidt twice: orthogonal to rounding whatever D is
+            dv = dv - torch.dot(dv, u) * u
+        nv = WeightSpace.norm(dv).item()
+        if not nv > tol:
+            raise ValueError(collinear.format(dtype, "b lies on the line through a and c"))
+        v = dv / nv
+        ab = b64 - a64
+        anchors = [[0.0, 0.0], [torch.dot(ab, u).item(), torch.dot(ab, v).item()], [nu, 0.0]]
+        return cls(a64, u, v, space, np.array(anchors), tuple(names), dtype)
+
+    def _vectors(self, w: PointLike) -> Tensor:
+        return _as_vector(w, self.space, "w").to(self.origin.device, torch.float64)
+
+    def coords(self, w: PointLike) -> tuple[float, float] | Tensor:
+        """Plane coordinates of the orthogonal projection of w.
+
+        w (D,) (or a state dict / module with `space`) -> (x, y) floats; w (N, D) -> (N, 2)
+        float64 tensor.
+        """
+        d = self._vectors(w) - self.origin
+        if d.shape[-1] != self.dim:
+            raise ValueError(f"w has {d.shape[-1]} weights, the plane lives in {self.dim}")
+        xy = torch.stack([d @ self.u, d @ self.v], dim=-1)
+        return (xy[0].item(), xy[1].item()) if d.ndim == 1 else xy
+
+    def distance(self, w: PointLike) -> float | Tensor:
+        """Euclidean distance from w to the plane: (D,) -> float, (N, D) -> (N,) tensor."""
+        d = self._vectors(w) - self.origin
+        if d.shape[-1] != self.dim:
+            raise ValueError(f"w has {d.shape[-1]} weights, the plane lives in {self.dim}")
+        x, y = (d @ self.u)[..., None], (d @ self.v)[..., None]
+        dist = torch.linalg.vector_norm(d - x * self.u - y * self.v, dim=-1)
+        return dist.item() if d.ndim == 1 else dist
+
+    def point(self, x: float, y: float) -> Tensor:
+        """origin + x * u + y * v as a flat (D,) vector in the dtype of the original weights."""
+        return (self.origin + float(x) * self.u + float(y) * self.v).to(self.dtype)
+
+    def weights(self, x: float, y: float) -> dict[str, Tensor]:
+        """`point(x, y)` as a name->tensor dict for the network (needs `space`)."""
+        if self.space is None:
+            raise ValueError(
+                "this plane has no WeightSpace: build it with space=WeightSpace.from_module(model)"
+            )
+        return self.space.unflatten(self.point(x, y))
+
+
+@dataclass(eq=False)
+class PlaneResult(SavedResult):
+    """Metrics on a Gx x Gy grid over a plane: metric[i, j] is at (x[i], y[j]).
+
+    Losses include 0.5 * wd * ||w||^2; errors are in percent. anchors (K, 2): coordinates of
+    start, end and the bend(s), named by anchor_names. curve_xy (T, 2): projection of points
+    phi(t) of a curve onto the plane, curve_distance (T,): their distance from it (both empty
+    when no curve was given).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    train_loss: np.ndarray
+    train_nll: np.ndarray
+    train_error: np.ndarray
+    test_loss: np.ndarray
+    test_nll: np.ndarray
+    test_error: np.ndarray
+    anchors: np.ndarray
+    anchor_names: list[str]
+    curve_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    curve_distance: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    result_kind: ClassVar[str] = "PlaneResult"
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.name not in ("meta", "anchor_names"):
+                setattr(self, f.name, np.asarray(getattr(self, f.name), dtype=np.float64))
+        self.anchor_names = [str(n) for n in np.asarray(self.anchor_names).tolist()]
+        self.anchors = self.anchors.reshape(-1, 2)
+        self.curve_xy = self.curve_xy.reshape(-1, 2)
+        shape = (len(self.x), len(self.y))
+        for name in METRICS:
+            if getattr(self, name).shape != shape:
+                raise ValueError(f"{name} must have shape {shape}, got {getattr(self, name).shape}")
+        if len(self.anchor_names) != len(self.anchors):
+            raise ValueError(f"{len(self.anchor_names)} anchor_names for {len(self.anchors)}")
+        if self.curve_distance.shape != (len(self.curve_xy),):
+            raise ValueError("curve_distance must have one entry per row of curve_xy")
+        self.meta = plain_meta(self.meta)
+
+
+def _grid_sizes(grid: int | tuple[int, int]) -> tuple[int, int]:
+    sizes = (grid, grid) if np.ndim(grid) == 0 else tuple(grid)
+    if len(sizes) != 2 or not all(
+        isinstance(g, (int, np.integer)) and not isinstance(g, bool) and g >= 2 for g in sizes
+    ):
+        raise ValueError(f"grid must be an int >= 2 or a pair (Gx, Gy) of ints >= 2, got {grid!r}")
+    return int(sizes[0]), int(sizes[1])
+
+
+def _margins(margin: float | tuple[float, float, float, float]) -> tuple[float, ...]:
+    m = (margin,) * 4 if np.ndim(margin) == 0 else tuple(margin)
+    if len(m) != 4 or not all(
+        isinstance(x, (int, float, np.number)) and math.isfinite(x) and x >= 0 for x in m
+    ):
+        raise ValueError(
+            f"margin must be a number >= 0 or four numbers >= 0 (left, right, bottom, top), "
+            f"got {margin!r}"
+        )
+    return tuple(float(x) for x in m)
+
+
+def _axis(lo: float, hi: float, span: float, before: float, after: float, n: int) -> np.ndarray:
+    return np.linspace(lo - before * span, hi + after * span, n)
+
+
+def _curve_anchors(plane: Plane, curve: Curve) -> tuple[np.ndarray, list[str]]:
+    """Plane coordinates of the curve's control points, ordered start, end, bends."""
+    bends = [curve.bends[k].detach() for k in range(curve.num_bends)]
+    points = [curve.start, curve.end, *bends]
+    names = ["start", "end"] + (
+        ["bend"] if len(bends) == 1 else [f"bend {k + 1}" for k in range(len(bends))]
+    )
+    return np.array([plane.coords(p) for p in points]), names
+
+
+def evaluate_plane(
+    model: nn.Module,
+    plane: Plane,
+    data,
+    grid: int | tuple[int, int] = 21,
+    margin: float | tuple[float, float, float, float] = 0.2,
+    *,
+    curve: Curve | None = None,
+    curve_points: int = 61,
+    wd: float = 5e-4,
+    bn_samples: int | None = None,
+    batch_size: int = 1024,
+    progress: bool = True,
+) -> PlaneResult:
+    """Train/test loss, nll and error (%) at every node of a grid over `plane`.
+
+    The grid spans the bounding box of the anchors (the curve's control points if `curve` is
+    given, else `plane.anchors`), widened by margin * range on each side; margin is one number
+    or (left, right, bottom, top). grid: nodes per axis, an int or (Gx, Gy), each >= 2.
+    Each node w is evaluated with `evaluate_point` (BatchNorm recomputed; `bn_samples` train
+    samples, None: all) and its loss is nll + 0.5 * wd * ||w||^2. With `curve`, `curve_points`
+    equally spaced phi(t) are projected onto the plane.
+    """
+    gx, gy = _grid_sizes(grid)
+    left, right, bottom, top = _margins(margin)
+    space = plane.space or WeightSpace.from_module(model)
+    if space.size != plane.dim:
+        raise ValueError(f"the model has {space.size} weights but the plane lives in {plane.dim}")
+    if curve is not None:
+        if curve.space.size != plane.dim:
+            raise ValueError(f"the curve has {curve.space.size} weights, the plane {plane.dim}")
+        anchors, names = _curve_anchors(plane, curve)
+    elif plane.anchors is not None:
+        anchors, names = plane.anchors, list(plane.anchor_names)
+    else:
+        raise ValueError(
+            "the plane has no anchors to span the grid over: build it with Plane.through(a, b, c)"
+            " or pass curve=..."
+        )
+    (x0, y0), (x1, y1) = anchors.min(0), anchors.max(0)
+    fallback = max(x1 - x0, y1 - y0)
+    if fallback <= 0:
+        raise ValueError("all anchors project onto one point of the plane: no range to span")
+    xs = _axis(x0, x1, (x1 - x0) or fallback, left, right, gx)
+    ys = _axis(y0, y1, (y1 - y0) or fallback, bottom, top, gy)
+
+    values = {name: np.empty((gx, gy)) for name in METRICS}
+    begin = time.perf_counter()
+    nodes = [(i, j) for i in range(gx) for j in range(gy)]
+    with torch.no_grad():
+        for i, j in tqdm(nodes, desc="plane", disable=not progress, leave=False):
+            point = plane.point(xs[i], ys[j])
+            l2 = 0.5 * wd * WeightSpace.dot(point, point).item() if wd else 0.0
+            res = evaluate_point(
+                model, space.unflatten(point), data, bn_samples=bn_samples, batch_size=batch_size
+            )
+            for split in ("train", "test"):
+                values[f"{split}_nll"][i, j] = res[split].nll
+                values[f"{split}_error"][i, j] = res[split].error
+                values[f"{split}_loss"][i, j] = res[split].nll + l2
+        seconds = time.perf_counter() - begin
+        curve_xy, curve_distance = np.zeros((0, 2)), np.zeros(0)
+        if curve is not None:
+            ts = np.linspace(0.0, 1.0, curve_points)
+            points = [curve.point(float(t)).detach() for t in ts]
+            curve_xy = np.array([plane.coords(p) for p in points])
+            curve_distance = np.array([plane.distance(p) for p in points])
+
+    meta = {
+        "grid": [gx, gy],
+        "margin": [left, right, bottom, top],
+        "range": {"x": [xs[0], xs[-1]], "y": [ys[0], ys[-1]]},
+        "dim": plane.dim,
+        "curve": None if curve is None else {"type": curve.kind, **curve_args(curve)},
+        "curve_points": 0 if curve is None else curve_points,
+        "dataset": getattr(data, "name", None),
+        "train_samples": len(data.train_x),
+        "test_samples": len(data.test_x),
+        "points": gx * gy,
+        "wd": wd,
+        "bn_samples": bn_samples,
+        "batch_size": batch_size,
+        "seconds": seconds,
+        "seconds_per_point": seconds / (gx * gy),
+    }
+    return PlaneResult(
+        xs,
+        ys,
+        **values,
+        anchors=anchors,
+        anchor_names=names,
+        curve_xy=curve_xy,
+        curve_distance=curve_distance,
+        meta=meta,
+    )
+
+
+def evaluate_plane_through_curve(curve: Curve, data, **kwargs: Any) -> PlaneResult:
+    """`evaluate_plane` on the plane through start, end and the curve's middle bend.
+
+    For a quadratic Bezier this is the paper's plane through w1, w2 and theta; with more bends
+    the middle one (index (bends - 1) // 2) is used and the other control points lie off the
+    plane (see `PlaneResult.curve_distance`). kwargs go to `evaluate_plane` (grid, margin, ...).
+    """
+    if curve.num_bends < 1:
+        raise ValueError(
+            f"a {curve.kind} with no bends spans no plane; use Plane.through(start, end, c) with "
+            "a third point c and evaluate_plane"
+        )
+    bend = curve.bends[(curve.num_bends - 1) // 2].detach()
+    plane = Plane.through(curve.start, curve.end, bend, space=curve.space)
+    return evaluate_plane(curve.model, plane, data, curve=curve, **kwargs)
