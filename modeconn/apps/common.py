@@ -55,3 +55,24 @@ def run_app(run, cfg: DictConfig) -> Any:
         return run(cfg)
     except USER_ERRORS as err:
         raise SystemExit(f"modeconn: error: {err}") from None
+
+
+def load_curve_and_data(cfg: DictConfig):
+    """The curve checkpoint `cfg.curve_ckpt` on the chosen device, its data set and checkpoint."""
+    from modeconn.store import load_curve
+
+    device = pick_device(cfg.device)
+    curve, ckpt = load_curve(cfg.curve_ckpt)
+    root = cfg.data_root if cfg.data_root is not None else ckpt.meta.get("dataset_root")
+    data = dataset_from(ckpt.meta["dataset"], root, False, device)
+    return curve.to(device), data, ckpt
+
+
+def out_dir(cfg: DictConfig, source: str) -> Path:
+    """Where an app writes results: `cfg.out`, else results/<checkpoint name>/."""
+    return Path(cfg.out) if cfg.out else Path("results") / slug(Path(source).stem)
+
+
+def curve_wd(cfg: DictConfig, ckpt) -> float:
+    """The weight decay of reported losses: the config's, else the curve's training wd."""
+    return float(cfg.wd) if cfg.wd is not None else float(ckpt.meta.get("wd", 0.0))

@@ -1,0 +1,132 @@
+"""The main job on the embedded default: `python -m modeconn.apps.demo` (or `make demo`).
+
+digits -> endpoints (seeds 1, 2) -> Bezier curve -> path along the curve and the line ->
+plane through w1, w2, theta -> ensembles versus t -> figures and a summary table. Every step
+reuses the checkpoints and the apps' own `run` functions, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from modeconn.apps import connect, ensemble, evaluate, plane, train
+from modeconn.apps.common import CONFIG_PATH, run_app
+
+
+def _stage(cfg: dict) -> DictConfig:
+    return OmegaConf.create(cfg)
+
+
+def summary_table(paths: dict, ens, plane_result, timings: dict[str, float]) -> str:
+    """The numbers a researcher looks at first, as a plain-text table."""
+    rows = [
+        f"{'':22s}{'max train loss':>16s}{'barrier':>10s}{'test err min':>14s}{'test err max':>14s}"
+    ]
+    for name, r in (("straight line", paths["line"]), ("Bezier curve", paths["curve"])):
+        rows.append(
+            f"{name:22s}{r.train_loss.max():16.4f}{r.barrier('train_loss'):10.4f}"
+            f"{r.test_error.min():13.2f}%{r.test_error.max():13.2f}%"
+        )
+    c, line = paths["curve"], paths["line"]
+    ratio = line.train_loss.max() / c.train_loss.max()
+    mid = ens.start_error - ens.ensemble_gain(0.5)
+    rows += [
+        "",
+        f"line / curve max train loss: {ratio:.1f}x",
+        f"endpoint test error: w1 {c.test_error[0]:.2f}%, w2 {c.test_error[-1]:.2f}%",
+        f"ensemble {{w1, phi(0.5)}}: {mid:.2f}% test error (gain over w1: "
+        f"{ens.ensemble_gain(0.5):+.2f} points); {{w1, w2}}: {ens.reference_error:.2f}%",
+        f"plane {len(plane_result.x)}x{len(plane_result.y)}: train loss "
+        f"{plane_result.train_loss.min():.4f} .. {plane_result.train_loss.max():.4f}",
+        "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()),
+    ]
+    return "\n".join(rows)
+
+
+def run(cfg: DictConfig) -> dict:
+    timings: dict[str, float] = {}
+    ckpts, out = Path(cfg.checkpoints), Path(cfg.out)
+    common = {"device": cfg.device, "progress": cfg.progress}
+    began = time.perf_counter()
+    endpoints = []
+    for seed in cfg.seeds:
+        path = ckpts / f"{cfg.dataset.name}-seed{seed}.pt"
+        train.run(
+            _stage(
+                {
+                    "dataset": cfg.dataset,
+                    "model": cfg.model,
+                    "optim": cfg.endpoint_optim,
+                    "seed": seed,
+                    "checkpoint": str(path),
+                    **common,
+                }
+            )
+        )
+        endpoints.append(str(path))
+    timings["endpoints"] = time.perf_counter() - began
+
+    began = time.perf_counter()
+    curve_path = ckpts / f"curve-{cfg.curve.type}.pt"
+    connect.run(
+        _stage(
+            {
+                "curve": cfg.curve,
+                "optim": cfg.curve_optim,
+                "start": endpoints[0],
+                "end": endpoints[-1],
+                "data_root": None,
+                "seed": 1,
+                "checkpoint": str(curve_path),
+                **common,
+            }
+        )
+    )
+    timings["curve"] = time.perf_counter() - began
+
+    shared = {
+        "curve_ckpt": str(curve_path),
+        "bn_samples": cfg.bn_samples,
+        "batch_size": 1024,
+        "data_root": None,
+        "out": str(out),
+        **common,
+    }
+    began = time.perf_counter()
+    paths = evaluate.run(_stage({**shared, "points": cfg.path_points, "line": True, "wd": None}))
+    timings["path"] = time.perf_counter() - began
+    began = time.perf_counter()
+    plane_result = plane.run(
+        _stage(
+            {
+                **shared,
+                "grid": cfg.plane_grid,
+                "wd": None,
+                "margin": cfg.plane_margin,
+                "curve_points": cfg.path_points,
+            }
+        )
+    )
+    timings["plane"] = time.perf_counter() - began
+    began = time.perf_counter()
+    ens = ensemble.run(_stage({**shared, "points": cfg.ensemble_points, "line": True}))
+    timings["ensembles"] = time.perf_counter() - began
+
+    table = summary_table(paths, ens, plane_result, timings)
+    print(f"\nmodeconn demo: {cfg.dataset.name}, {cfg.model.name}, {cfg.curve.type} curve\n")
+    print(table)
+    print(f"\nfigures and results in {out}/, checkpoints in {ckpts}/")
+    return {"paths": paths, "plane": plane_result, "ensembles": ens, "table": table}
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="demo")
+def main(cfg: DictConfig) -> None:
+    run_app(run, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Ensembles of w1 with phi(t) versus t, along the curve and the line:
+`python -m modeconn.apps.ensemble curve_ckpt=checkpoints/curve.pt points=21`."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from modeconn.apps.common import CONFIG_PATH, load_curve_and_data, log, out_dir, run_app
+from modeconn.ensembles import EnsembleResult, ensembles_along_curve
+from modeconn.plotting import plot_ensembles, save_figure
+
+
+def run(cfg: DictConfig) -> EnsembleResult:
+    curve, data, _ = load_curve_and_data(cfg)
+    out = out_dir(cfg, cfg.curve_ckpt)
+    result = ensembles_along_curve(
+        curve,
+        data,
+        cfg.points,
+        line=cfg.line,
+        bn_samples=cfg.bn_samples,
+        batch_size=cfg.batch_size,
+        progress=cfg.progress,
+    )
+    result.save(out / "ensembles")
+    save_figure(plot_ensembles(result), out / "ensembles")
+    log.info(
+        "w1 alone %.2f %% test error; {w1, phi(0.5)} %.2f %%; {w1, w2} %.2f %%",
+        result.start_error,
+        result.start_error - result.ensemble_gain(0.5),
+        result.reference_error,
+    )
+    log.info("results in %s", out)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="ensemble")
+def main(cfg: DictConfig) -> None:
+    run_app(run, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Loss and error along a trained curve and the straight line:
+`python -m modeconn.apps.evaluate curve_ckpt=checkpoints/curve.pt points=61`."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from modeconn.apps.common import CONFIG_PATH, curve_wd, load_curve_and_data, log, out_dir, run_app
+from modeconn.curves import Line
+from modeconn.path import PathResult, evaluate_path
+from modeconn.plotting import plot_path, save_figure
+
+
+def run(cfg: DictConfig) -> dict[str, PathResult]:
+    curve, data, ckpt = load_curve_and_data(cfg)
+    out = out_dir(cfg, cfg.curve_ckpt)
+    kw = dict(
+        wd=curve_wd(cfg, ckpt),
+        bn_samples=cfg.bn_samples,
+        batch_size=cfg.batch_size,
+        progress=cfg.progress,
+    )
+    results = {"curve": evaluate_path(curve, data, cfg.points, **kw)}
+    if cfg.line:
+        line = Line(
+            curve.model, curve.space.unflatten(curve.start), curve.space.unflatten(curve.end)
+        )
+        results["line"] = evaluate_path(line, data, cfg.points, **kw)
+    for name, result in results.items():
+        result.save(out / f"path_{name}")
+        log.info(
+            "%s: max train loss %.4f, train-loss barrier %.4f, test error %.2f-%.2f %%",
+            name,
+            result.train_loss.max(),
+            result.barrier("train_loss"),
+            result.test_error.min(),
+            result.test_error.max(),
+        )
+    save_figure(plot_path(results["curve"], results.get("line")), out / "path")
+    log.info("results in %s", out)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    run_app(run, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Fast Geometric Ensembling from a trained endpoint:
+`python -m modeconn.apps.fge start=checkpoints/digits-convfc-seed1.pt cycles=4 cycle=2`."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from modeconn.apps.common import CONFIG_PATH, dataset_from, log, out_dir, pick_device, run_app
+from modeconn.ensembles import FGEResult, fge
+from modeconn.plotting import plot_fge, save_figure
+from modeconn.store import load_endpoint
+
+
+def run(cfg: DictConfig) -> FGEResult:
+    device = pick_device(cfg.device)
+    model, ckpt = load_endpoint(cfg.start)
+    root = cfg.data_root if cfg.data_root is not None else ckpt.meta.get("dataset_root")
+    data = dataset_from(ckpt.meta["dataset"], root, False, device)
+    out = out_dir(cfg, cfg.start)
+    result = fge(
+        model.to(device),
+        data,
+        cycles=cfg.cycles,
+        cycle=cfg.cycle,
+        lr1=cfg.lr1,
+        lr2=cfg.lr2,
+        wd=cfg.wd,
+        momentum=cfg.momentum,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        augment=cfg.augment,
+        bn_samples=cfg.bn_samples,
+        progress=cfg.progress,
+    )
+    result.save(out / "fge")
+    save_figure(plot_fge(result), out / "fge")
+    log.info(
+        "FGE: start %.2f %% test error -> ensemble of %d snapshots %.2f %%",
+        result.start_error,
+        len(result.snapshot_epochs),
+        result.ensemble_error[-1],
+    )
+    log.info("results in %s", out)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="fge")
+def main(cfg: DictConfig) -> None:
+    run_app(run, cfg)
+
+
+if __name__ == "__main__":
+    main()
