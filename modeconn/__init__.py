@@ -1,45 +1,50 @@
 """modeconn: mode connectivity and loss-landscape analysis for any PyTorch model."""
 
-from modeconn.curves import CURVES, Bezier, Curve, Line, PolyChain, build_curve
-from modeconn.data import Dataset, dataset_names, load_dataset
-from modeconn.evaluation import Metrics, evaluate, evaluate_point, recompute_bn
-from modeconn.models import build_model, model_names
-from modeconn.store import (
+__version__ = "0.1.0"
+
+from modeconn.curves import CURVES, Bezier, Curve, Line, PolyChain, build_curve  # noqa: E402
+from modeconn.data import Dataset, dataset_names, load_dataset  # noqa: E402
+from modeconn.ensembles import (  # noqa: E402
+    EnsembleResult,
+    FGEResult,
+    disagreement,
+    ensemble_log_probs,
+    ensembles_along_curve,
+    fge,
+    kl_divergence,
+)
+from modeconn.evaluation import (  # noqa: E402
+    Metrics,
+    evaluate,
+    evaluate_point,
+    predict,
+    recompute_bn,
+)
+from modeconn.models import build_model, model_names  # noqa: E402
+from modeconn.path import PathResult, barrier, evaluate_path  # noqa: E402
+from modeconn.plane import (  # noqa: E402
+    Plane,
+    PlaneResult,
+    evaluate_plane,
+    evaluate_plane_through_curve,
+)
+from modeconn.store import (  # noqa: E402
     Checkpoint,
     load_checkpoint,
     load_curve,
     load_endpoint,
     save_checkpoint,
 )
-from modeconn.training import TrainConfig, lr_schedule, train_curve, train_endpoint
-from modeconn.weights import WeightSpace
-
-__version__ = "0.1.0"
+from modeconn.training import TrainConfig, lr_schedule, train_curve, train_endpoint  # noqa: E402
+from modeconn.weights import WeightSpace  # noqa: E402
 
 __all__ = [
-    "CURVES",
-    "Bezier",
-    "Checkpoint",
-    "Curve",
-    "Dataset",
-    "Line",
-    "Metrics",
-    "PolyChain",
-    "TrainConfig",
-    "WeightSpace",
-    "build_curve",
-    "build_model",
-    "dataset_names",
-    "evaluate",
-    "evaluate_point",
-    "load_checkpoint",
-    "load_curve",
-    "load_dataset",
-    "load_endpoint",
-    "lr_schedule",
-    "model_names",
-    "recompute_bn",
-    "save_checkpoint",
-    "train_curve",
+    "CURVES", "Bezier", "Checkpoint", "Curve", "Dataset", "EnsembleResult", "FGEResult", "Line",
+    "Metrics", "PathResult", "Plane", "PlaneResult", "PolyChain", "TrainConfig", "WeightSpace",
+    "barrier", "build_curve", "build_model", "dataset_names", "disagreement",
+    "ensemble_log_probs", "ensembles_along_curve", "evaluate", "evaluate_path",
+    "evaluate_plane", "evaluate_plane_through_curve", "evaluate_point", "fge",
+    "kl_divergence", "load_checkpoint", "load_curve", "load_dataset", "load_endpoint",
+    "lr_schedule", "model_names", "predict", "recompute_bn", "save_checkpoint", "train_curve",
     "train_endpoint",
 ]

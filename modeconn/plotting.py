@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colors
+from matplotlib import colors, ticker
 from matplotlib.figure import Figure
 
 Scale = Mapping[str, tuple[float | None, float | None]]
@@ -53,26 +53,29 @@ def _log_axis_ok(*arrays: Any) -> bool:
 # --------------------------------------------------------------------------------- plane
 
 
-def log_levels(vmin: float, vmax: float, n: int = 8, floor: float = 1e-3) -> np.ndarray:
-    """Contour levels crowded near the minimum: vmin + (vmax - vmin) * geomspace(floor, 1, n).
+def log_levels(vmin: float, vmax: float, n: int = 8, floor: float = 0.1) -> np.ndarray:
+    """n + 1 contour levels, spaced geometrically above the minimum: vmin + geomspace(g, range, n).
 
-    Garipov et al. space the levels of their plane figures geometrically *above the minimum*
-    (level_k = min + exp(alpha + k * gamma)). Offsetting by the minimum makes this robust where
-    a plain logspace is not: values may be 0 or negative (a loss with a shifted baseline, an
-    error of 0 %), and the valley of a low-loss curve is resolved however low it is. `floor` is
-    the first gap as a fraction of the range; the levels are [vmin, vmin + floor * range, ...,
-    vmax], n + 1 values bounding n bands.
+    Garipov et al. space their plane levels the same way (level_k = min + exp(alpha + k gamma)).
+    Offsetting by the minimum is robust where a plain logspace is not: values may be 0 or
+    negative (an error of 0 %), and the valley is resolved however low it lies. The first gap g
+    is `floor` * |vmin| (the valley's own scale: 0.1 resolves a 10 % rise over the minimum);
+    if vmin is 0, 1e-3 of the range. Keeping g independent of vmax matters: far corners of a
+    plane reach losses in the thousands, and a gap relative to the range would swallow the
+    whole valley in the first band. g is kept within [1e-9, 0.1] of the range.
     """
     if n < 1:
         raise ValueError(f"need at least one contour band, got levels={n}")
-    if not 0 < floor < 1:
-        raise ValueError(f"floor is a fraction of the value range in (0, 1), got {floor}")
+    if not floor > 0:
+        raise ValueError(f"floor is the first gap relative to |vmin|, must be > 0, got {floor}")
     if not (np.isfinite(vmin) and np.isfinite(vmax)):
         raise ValueError(f"colour limits must be finite, got vmin={vmin}, vmax={vmax}")
     if vmax <= vmin:  # a flat surface: open a tiny range so contourf has increasing levels
         vmax = vmin + max(abs(vmin) * 1e-6, 1e-12)
-    offsets = (vmax - vmin) * np.geomspace(floor, 1.0, n)
-    return np.concatenate([[vmin], vmin + offsets])
+    span = vmax - vmin
+    gap = floor * abs(vmin) if vmin != 0 else 1e-3 * span
+    gap = min(max(gap, 1e-9 * span), 0.1 * span)
+    return np.concatenate([[vmin], vmin + np.geomspace(gap, span, n)])
 
 
 def shared_scale(
@@ -144,7 +147,7 @@ def plot_plane(
     metrics: Sequence[str] = PLANE_METRICS,
     levels: int | Sequence[float] = 8,
     scale: Scale | None = None,
-    floor: float = 1e-3,
+    floor: float = 0.1,
     line: bool = True,
     cmap: str = "jet_r",
     title: str | None = None,
@@ -245,15 +248,7 @@ def plot_path(
             if res is None:
                 continue
             values = np.asarray(getattr(res, metric), dtype=float)
-            ax.plot(
-                np.asarray(res.ts),
-                values,
-                style,
-                color=colour,
-                marker=".",
-                markersize=4,
-                label=label,
-            )
+            ax.plot(res.ts, values, style, color=colour, marker=".", ms=4, label=label)
             drawn.append(values)
         if ("loss" in metric or "nll" in metric) and _log_axis_ok(*drawn):
             ax.set_yscale("log")
@@ -270,63 +265,66 @@ def plot_path(
 # ----------------------------------------------------------------------------- ensembles
 
 
-def _series(
-    ax: Any, result: Any, ts: np.ndarray, specs: Sequence[tuple[str, str, str, str]]
-) -> None:
-    """Plot each (attribute, label, style, colour) that the result has (and is not None)."""
+# (attribute, label, line style, colour) of each series; `line_` ones are optional.
+_ERROR_SERIES = (
+    ("member_error", "φ(t) alone", "-", "C0"),
+    ("ensemble_error", "ensemble {w1, φ(t)}", "-", "C1"),
+    ("line_member_error", "line point alone", "--", "C0"),
+    ("line_ensemble_error", "ensemble {w1, line(t)}", "--", "C1"),
+)
+_DISAGREEMENT_SERIES = (
+    ("disagreement", "disagreement (curve)", "-", "C2"),
+    ("line_disagreement", "disagreement (line)", "--", "C2"),
+)
+_KL_SERIES = (("kl", "KL (curve)", "-", "C4"), ("line_kl", "KL (line)", "--", "C4"))
+
+
+def _series(ax: Any, result: Any, ts: np.ndarray, specs: Sequence[tuple[str, ...]]) -> list:
+    """Plot each (attribute, label, style, colour) the result has (not None); their values."""
+    drawn = []
     for attr, label, style, colour in specs:
         values = getattr(result, attr, None)
         if values is not None:
-            ax.plot(ts, np.asarray(values, dtype=float), style, color=colour, label=label)
+            drawn.append(np.asarray(values, dtype=float))
+            ax.plot(ts, drawn[-1], style, color=colour, label=label)
+    return drawn
 
 
-def plot_ensembles(result: Any, *, title: str | None = None) -> Figure:
+def plot_ensembles(result: Any, *, error_scale: str = "auto", title: str | None = None) -> Figure:
     """Ensembles along the curve: test error vs t (left), diversity vs t (right).
 
     result: ts (T,); member_error, ensemble_error, disagreement, kl (T,) and their `line_`
     versions (dashed; optional); scalars start_error (w1 alone) and reference_error (the
     {w1, w2} ensemble), drawn as horizontal lines. Disagreement is on the left axis of the
     second panel, KL(w1 || phi(t)) on a twin right axis, so the figure has three axes.
+    error_scale: "linear", "log", or "auto": log when all errors are > 0 and span more than a
+    factor 5 (the line's middle points near chance would squash the few-% ensembles).
     """
+    if error_scale not in ("auto", "linear", "log"):
+        raise ValueError(f"error_scale must be 'auto', 'linear' or 'log', got {error_scale!r}")
     ts = np.asarray(result.ts, dtype=float)
     fig, (err_ax, div_ax) = _figure(2)
-    _series(
-        err_ax,
-        result,
-        ts,
-        [
-            ("member_error", "φ(t) alone", "-", "C0"),
-            ("ensemble_error", "ensemble {w1, φ(t)}", "-", "C1"),
-            ("line_member_error", "line point alone", "--", "C0"),
-            ("line_ensemble_error", "ensemble {w1, line(t)}", "--", "C1"),
-        ],
-    )
-    err_ax.axhline(float(result.start_error), color="grey", linestyle=":", label="w1 alone")
-    err_ax.axhline(
-        float(result.reference_error), color="black", linestyle="-.", label="ensemble {w1, w2}"
-    )
-    err_ax.set_xlabel("t")
-    err_ax.set_ylabel("test error (%)")
-    err_ax.set_title("test error")
+    errors = _series(err_ax, result, ts, _ERROR_SERIES)
+    references = [float(result.start_error), float(result.reference_error)]
+    err_ax.axhline(references[0], color="grey", linestyle=":", label="w1 alone")
+    err_ax.axhline(references[1], color="black", linestyle="-.", label="ensemble {w1, w2}")
+    values = np.concatenate([_finite(v) for v in [*errors, references]])
+    positive = _log_axis_ok(values)
+    if error_scale == "log" or (
+        error_scale == "auto" and positive and values.max() > 5 * values.min()
+    ):
+        err_ax.set_yscale("log")
+        err_ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        err_ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+    err_ax.set(xlabel="t", ylabel="test error (%)", title="test error")
     err_ax.legend(fontsize=8)
 
     kl_ax = div_ax.twinx()
-    _series(
-        div_ax,
-        result,
-        ts,
-        [
-            ("disagreement", "disagreement (curve)", "-", "C2"),
-            ("line_disagreement", "disagreement (line)", "--", "C2"),
-        ],
-    )
-    _series(
-        kl_ax, result, ts, [("kl", "KL (curve)", "-", "C4"), ("line_kl", "KL (line)", "--", "C4")]
-    )
-    div_ax.set_xlabel("t")
+    _series(div_ax, result, ts, _DISAGREEMENT_SERIES)
+    _series(kl_ax, result, ts, _KL_SERIES)
+    div_ax.set(xlabel="t", title="diversity")
     div_ax.set_ylabel("disagreement with w1 (%)", color="C2")
     kl_ax.set_ylabel("KL(w1 ‖ φ(t)) (nats)", color="C4")
-    div_ax.set_title("diversity")
     handles = div_ax.get_legend_handles_labels()[0] + kl_ax.get_legend_handles_labels()[0]
     div_ax.legend(handles=handles, fontsize=8)
     for ax in (err_ax, div_ax):

@@ -152,9 +152,17 @@ def test_plot_plane_uses_the_given_scale_for_colour_levels():
     np.testing.assert_allclose(cbar_ax._colorbar.mappable.levels, log_levels(0.0, 10.0, 5))
 
 
-def test_log_levels_crowd_near_minimum_and_span_range():
-    lv = log_levels(-1.0, 9.0, n=4, floor=1e-3)
-    np.testing.assert_allclose(lv, [-1.0, -0.99, -0.9, 0.0, 9.0])
+def test_log_levels_start_a_tenth_of_the_minimum_above_it_and_span_range():
+    np.testing.assert_allclose(log_levels(2.0, 202.0, n=4), [2.0, 2.2, 4.0, 22.0, 202.0])
+
+
+def test_log_levels_resolve_the_valley_whatever_the_maximum():
+    assert log_levels(0.05, 3000.0, n=8)[2] < 0.1  # two bands below twice the minimum
+
+
+def test_log_levels_handle_a_zero_minimum():
+    lv = log_levels(0.0, 90.0, n=3)
+    np.testing.assert_allclose(lv, [0.0, 0.09, 2.846, 90.0], rtol=1e-3)
 
 
 def test_shared_scale_gives_min_and_max_over_all_results():
@@ -190,6 +198,29 @@ def test_plot_ensembles_draws_reference_levels():
     ax = plot_ensembles(fake_ensembles()).axes[0]
     levels = {ln.get_label(): ln.get_ydata()[0] for ln in ax.get_lines()}
     assert (levels["w1 alone"], levels["ensemble {w1, w2}"]) == (5.0, 4.0)
+
+
+def test_plot_ensembles_uses_log_error_axis_when_line_points_are_near_chance():
+    result = fake_ensembles()
+    result.line_member_error = np.full_like(result.ts, 90.0)
+    assert plot_ensembles(result).axes[0].get_yscale() == "log"
+
+
+def test_plot_ensembles_keeps_linear_error_axis_for_a_narrow_range():
+    assert plot_ensembles(fake_ensembles()).axes[0].get_yscale() == "linear"
+
+
+def test_plot_ensembles_rejects_unknown_error_scale():
+    with pytest.raises(ValueError, match="error_scale"):
+        plot_ensembles(fake_ensembles(), error_scale="symlog")
+
+
+def test_plot_ensembles_without_line_results_draws_curve_only():
+    result = fake_ensembles()
+    for name in [k for k in vars(result) if k.startswith("line_")]:
+        setattr(result, name, None)
+    labels = [ln.get_label() for ln in plot_ensembles(result).axes[0].get_lines()]
+    assert not [label for label in labels if "line" in label]
 
 
 def test_plot_fge_plots_against_number_of_snapshots():
