@@ -34,7 +34,7 @@ def metric_label(metric: str) -> str:
 
 def _figure(ncols: int, width: float = 4.6, height: float = 3.8) -> tuple[Figure, list[Any]]:
     # A bare Figure (no pyplot) renders with Agg anywhere and never leaks into pyplot's registry;
-    # notebooks display it through its _repr_png_ / inline backend like any other figure.
+    # notebooks display it through the inline backend's formatter like any other figure.
     fig = Figure(figsize=(width * ncols, height), layout="constrained")
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     return fig, list(axes)
@@ -112,24 +112,22 @@ def _endpoint_indices(names: Sequence[str], count: int) -> tuple[int, int]:
     return find(("start", "w1", "w_1"), 0), find(("end", "w2", "w_2"), count - 1)
 
 
+_ANCHOR_STYLE = {
+    "markersize": 9,
+    "color": "white",
+    "markeredgecolor": "black",
+    "markeredgewidth": 1.3,
+    "zorder": 5,
+}
+
+
 def _draw_anchors(ax: Any, anchors: np.ndarray, names: Sequence[str]) -> None:
     start, end = _endpoint_indices(names, len(anchors))
     bend_markers = iter(["^", "D", "v", "P", "X", "h", "*", "<", ">"] * 4)
     for k, (x, y) in enumerate(anchors):
         marker = "o" if k == start else "s" if k == end else next(bend_markers)
         name = names[k] if k < len(names) else f"anchor {k}"
-        ax.plot(
-            [x],
-            [y],
-            marker=marker,
-            linestyle="none",
-            markersize=9,
-            color="white",
-            markeredgecolor="black",
-            markeredgewidth=1.3,
-            zorder=5,
-            label=name,
-        )
+        ax.plot([x], [y], marker=marker, linestyle="none", label=name, **_ANCHOR_STYLE)
         ax.annotate(
             name,
             (x, y),
@@ -157,8 +155,9 @@ def plot_plane(
     result: x (Gx,), y (Gy,), and each metric (Gx, Gy) with [i, j] at (x[i], y[j]); anchors
     (K, 2) with anchor_names; optional curve_xy (T, 2), drawn as a solid line.
     levels: number of bands, spaced by `log_levels(vmin, vmax, levels, floor)`, or explicit
-    increasing levels. Each band gets its own colour whatever its width (BoundaryNorm);
-    values above vmax are painted in the last colour ("> vmax" arrow on the colorbar).
+    increasing levels (then `scale` and `floor` are not used). Each band gets its own colour
+    whatever its width (BoundaryNorm); values beyond the levels take the end colours, shown as
+    arrows on the colorbar.
     scale: {metric: (vmin, vmax)}; a None limit (or a missing metric) uses the data's finite
     min / max. Pass `shared_scale(r1, r2, ...)` so several figures share one colour scale.
     line: draw the straight segment between the start and the end anchors, dashed.
@@ -186,12 +185,8 @@ def plot_plane(
                 if isinstance(levels, int)
                 else np.asarray(levels, dtype=float)
             )
-            extend = {
-                (False, False): "neither",
-                (True, False): "min",
-                (False, True): "max",
-                (True, True): "both",
-            }[(finite.min() < lv[0], finite.max() > lv[-1])]
+            below, above = finite.min() < lv[0], finite.max() > lv[-1]
+            extend = ("neither", "min", "max", "both")[int(below) + 2 * int(above)]
             norm = colors.BoundaryNorm(lv, 256, extend=extend)
             filled = ax.contourf(x, y, z, levels=lv, cmap=cmap, norm=norm, extend=extend, zorder=0)
             ax.contour(x, y, z, levels=lv, colors="black", linewidths=0.5, alpha=0.5, zorder=1)
@@ -204,14 +199,9 @@ def plot_plane(
             ax.plot(cxy[:, 0], cxy[:, 1], color="black", linewidth=2.0, zorder=3, label="curve")
         if line and len(anchors) >= 2:
             s, e = _endpoint_indices(names, len(anchors))
+            segment = anchors[[s, e]]
             ax.plot(
-                anchors[[s, e], 0],
-                anchors[[s, e], 1],
-                color="black",
-                linestyle="--",
-                linewidth=1.3,
-                zorder=2,
-                label="line",
+                *segment.T, color="black", linestyle="--", linewidth=1.3, zorder=2, label="line"
             )
         _draw_anchors(ax, anchors, names)
         ax.set_xlim(x[0], x[-1])
@@ -314,8 +304,9 @@ def plot_ensembles(result: Any, *, error_scale: str = "auto", title: str | None 
         error_scale == "auto" and positive and values.max() > 5 * values.min()
     ):
         err_ax.set_yscale("log")
+        err_ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         err_ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-        err_ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
+        err_ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     err_ax.set(xlabel="t", ylabel="test error (%)", title="test error")
     err_ax.legend(fontsize=8)
 
