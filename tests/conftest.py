@@ -2,6 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from modeconn.curves import Bezier
+from modeconn.data import load_dataset
+
 
 class TinyNet(nn.Module):
     """A small conv net with BatchNorm and dropout, for fast tests on 1x8x8 inputs."""
@@ -29,3 +32,19 @@ def tiny_pair():
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(1234)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """A small digits subset for evaluator tests."""
+    return load_dataset("digits").subset(train=300, test=100)
+
+
+@pytest.fixture(scope="module")
+def bezier():
+    """An untrained Bezier curve between two TinyNets with its bend moved off the line."""
+    torch.manual_seed(0)
+    curve = Bezier(TinyNet(), TinyNet(), TinyNet())
+    with torch.no_grad():
+        curve.bends.add_(torch.randn_like(curve.bends))
+    return curve

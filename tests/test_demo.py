@@ -14,8 +14,14 @@ from modeconn.path import PathResult
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
-    overrides = [f"checkpoints={tmp / 'ckpt'}", f"out={tmp / 'results'}", "path_points=31",
-                 "plane_grid=[6,5]", "ensemble_points=11", "progress=false"]
+    overrides = [
+        f"checkpoints={tmp / 'ckpt'}",
+        f"out={tmp / 'results'}",
+        "path_points=31",
+        "plane_grid=[6,5]",
+        "ensemble_points=11",
+        "progress=false",
+    ]
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
         cfg = compose(config_name="demo", overrides=overrides)
     return demo.run(cfg), tmp
@@ -58,8 +64,15 @@ def test_demo_summary_table_compares_line_and_curve(demo_run):
 def test_fge_app_runs_from_a_demo_endpoint(demo_run):
     tmp = demo_run[1]
     with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-        cfg = compose(config_name="fge", overrides=[
-            f"start={tmp / 'ckpt' / 'digits-seed1.pt'}", "cycles=2", "cycle=2",
-            f"out={tmp / 'fge'}", "progress=false"])
+        cfg = compose(
+            config_name="fge",
+            overrides=[
+                f"start={tmp / 'ckpt' / 'digits-seed1.pt'}",
+                "cycles=2",
+                "cycle=2",
+                f"out={tmp / 'fge'}",
+                "progress=false",
+            ],
+        )
     result = fge.run(cfg)
     assert len(result.snapshot_epochs) == 2 and (tmp / "fge" / "fge.png").exists()

@@ -8,25 +8,10 @@ from conftest import TinyNet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modeconn.curves import Bezier, Line
-from modeconn.data import load_dataset
+from modeconn.curves import Line
 from modeconn.evaluation import evaluate_point
 from modeconn.path import METRICS, PathResult, barrier, evaluate_path
 from modeconn.weights import WeightSpace
-
-
-@pytest.fixture(scope="module")
-def data():
-    return load_dataset("digits").subset(train=300, test=100)
-
-
-@pytest.fixture(scope="module")
-def bezier():
-    torch.manual_seed(0)
-    curve = Bezier(TinyNet(), TinyNet(), TinyNet())
-    with torch.no_grad():
-        curve.bends.add_(torch.randn_like(curve.bends))
-    return curve
 
 
 @pytest.fixture(scope="module")

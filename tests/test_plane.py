@@ -7,8 +7,7 @@ from conftest import TinyNet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modeconn.curves import Bezier, Line, PolyChain
-from modeconn.data import load_dataset
+from modeconn.curves import Line, PolyChain
 from modeconn.evaluation import evaluate_point
 from modeconn.plane import Plane, PlaneResult, evaluate_plane, evaluate_plane_through_curve
 from modeconn.weights import WeightSpace
@@ -22,20 +21,6 @@ def _points(dim, dtype=torch.float64, scales=(1.0, 1.0, 1.0), seed=0):
 @pytest.fixture
 def plane():
     return Plane.through(*_points(50))
-
-
-@pytest.fixture(scope="module")
-def data():
-    return load_dataset("digits").subset(train=300, test=100)
-
-
-@pytest.fixture(scope="module")
-def bezier():
-    torch.manual_seed(0)
-    curve = Bezier(TinyNet(), TinyNet(), TinyNet())
-    with torch.no_grad():
-        curve.bends.add_(torch.randn_like(curve.bends))
-    return curve
 
 
 @pytest.fixture(scope="module")

@@ -111,15 +111,13 @@ class PreResNet(nn.Module):
         block, n = blocks_for_depth(depth)
         self.depth = depth
         self.stem = _conv3x3(in_channels, width)
-        channels = width
-        stages = []
-        for stage_width, stride in ((width, 1), (2 * width, 2), (4 * width, 2)):
-            blocks = []
-            for i in range(n):
-                blocks.append(block(channels, stage_width, stride if i == 0 else 1))
-                channels = stage_width * block.expansion
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
+        self.stages, channels = build_stages(
+            width, [(width, 1), (2 * width, 2), (4 * width, 2)], n, block
+        )
+        self.head(channels, num_classes)
+
+    def head(self, channels: int, num_classes: int) -> None:
+        """Final BN + Linear and He initialisation; shared with WideResNet."""
         self.bn = nn.BatchNorm2d(channels)
         self.fc = nn.Linear(channels, num_classes)
         for m in self.modules():
@@ -130,6 +128,21 @@ class PreResNet(nn.Module):
         """(B, C, H, W) -> logits (B, num_classes)."""
         out = F.relu(self.bn(self.stages(self.stem(x))))
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def build_stages(
+    channels: int, stages: list[tuple[int, int]], n: int, make_block: Callable[..., nn.Module]
+) -> tuple[nn.Sequential, int]:
+    """Stages of n blocks each, given as (width, stride of the first block); returns the
+    stages and the number of output channels."""
+    out = []
+    for stage_width, stride in stages:
+        blocks = []
+        for i in range(n):
+            blocks.append(make_block(channels, stage_width, stride if i == 0 else 1))
+            channels = stage_width * getattr(make_block, "expansion", 1)
+        out.append(nn.Sequential(*blocks))
+    return nn.Sequential(*out), channels
 
 
 @register_model("preresnet")

@@ -7,14 +7,15 @@ two convolutions of a block.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
-from torch.nn import functional as F
+from functools import partial
 
-from modeconn.models.preresnet import BasicBlock
+from torch import nn
+
+from modeconn.models.preresnet import BasicBlock, PreResNet, build_stages
 from modeconn.models.registry import image_shape, register_model
 
 
-class WideResNet(nn.Module):
+class WideResNet(PreResNet):
     """Stem conv3x3 -> 3 stages of wide pre-activation blocks -> BN-ReLU -> avg pool -> Linear."""
 
     def __init__(
@@ -25,7 +26,7 @@ class WideResNet(nn.Module):
         widen_factor: int = 10,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
+        nn.Module.__init__(self)
         in_channels, _, _ = image_shape(input_shape, "wideresnet")
         # The paper's convention: depth = 6n + 4 for n blocks of 2 convs in each of 3 stages.
         if depth < 10 or (depth - 4) % 6 != 0:
@@ -40,26 +41,10 @@ class WideResNet(nn.Module):
             )
         n = (depth - 4) // 6
         self.stem = nn.Conv2d(in_channels, 16, 3, padding=1, bias=False)
-        channels = 16
-        stages = []
-        for base, stride in ((16, 1), (32, 2), (64, 2)):
-            width = base * widen_factor
-            blocks = []
-            for i in range(n):
-                blocks.append(BasicBlock(channels, width, stride if i == 0 else 1, dropout))
-                channels = width
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
-        self.bn = nn.BatchNorm2d(channels)
-        self.fc = nn.Linear(channels, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> logits (B, num_classes)."""
-        out = F.relu(self.bn(self.stages(self.stem(x))))
-        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+        widths = [(16 * widen_factor, 1), (32 * widen_factor, 2), (64 * widen_factor, 2)]
+        block = partial(BasicBlock, dropout=dropout)
+        self.stages, channels = build_stages(16, widths, n, block)
+        self.head(channels, num_classes)
 
 
 register_model("wideresnet")(WideResNet)
