@@ -54,6 +54,7 @@ def recompute_bn(
     *,
     batch_size: int = 1024,
     num_samples: int | None = None,
+    exact: bool = True,
 ) -> int:
     """Reset and re-estimate every BatchNorm layer's running mean and variance.
 
@@ -63,26 +64,30 @@ def recompute_bn(
     (Chan's parallel mean/variance merge in float64), so with equal batches they equal the
     equal-weight average of `torch.optim.swa_utils.update_bn` for the mean, and the exact
     population variance (unbiased) rather than an average of per-batch variances.
-    Training flags are restored afterwards. `weights` (a name->tensor dict) are used instead
+    `exact=False` reproduces the 2018 reference's estimator instead (momentum b / (n + b):
+    a batch-size-weighted average of per-batch means and unbiased variances), which depends
+    on the batch size. Training flags are restored afterwards. `weights` (a name->tensor dict) are used instead
     of the model's own parameters when given. Returns the number of samples used.
     """
     layers = batchnorm_layers(model)
     if not layers:
         return 0
     stats = {id(m): [0, 0.0, 0.0] for m in layers}  # count, mean, M2 (per channel, float64)
+    # exact=False: M2 accumulates n_b * unbiased batch variance instead of the exact merge.
 
     def accumulate(module: _BatchNorm, inputs: tuple[Tensor, ...]) -> None:
         x = inputs[0]
         dims = [d for d in range(x.ndim) if d != 1]
-        var_b, mean_b = torch.var_mean(x, dim=dims, correction=0)
         n_b = x.numel() // x.shape[1]
+        var_b, mean_b = torch.var_mean(x, dim=dims, correction=0 if exact else 1)
         entry = stats[id(module)]
         n_a, mean_a, m2_a = entry
         n = n_a + n_b
         delta = mean_b.double() - mean_a
         entry[0] = n
         entry[1] = mean_a + delta * (n_b / n)
-        entry[2] = m2_a + var_b.double() * n_b + delta**2 * (n_a * n_b / n)
+        spread = delta**2 * (n_a * n_b / n) if exact else 0.0
+        entry[2] = m2_a + var_b.double() * n_b + spread
 
     modes = {m: m.training for m in model.modules()}
     hooks = [m.register_forward_pre_hook(accumulate) for m in layers]
@@ -104,7 +109,7 @@ def recompute_bn(
     for m in layers:
         n, mean, m2 = stats[id(m)]
         m.running_mean.copy_(mean)
-        m.running_var.copy_(m2 / max(n - 1, 1))
+        m.running_var.copy_(m2 / max(n - 1, 1) if exact else m2 / n)
         m.num_batches_tracked.fill_(1)
     return samples
 
@@ -169,6 +174,7 @@ def evaluate_point(
     splits: tuple[str, ...] = ("train", "test"),
     bn_samples: int | None = None,
     batch_size: int = 1024,
+    bn_exact: bool = True,
 ) -> dict[str, Metrics]:
     """Recompute BatchNorm statistics on un-augmented train data, then evaluate each split.
 
@@ -176,7 +182,8 @@ def evaluate_point(
     """
     if weights is not None:
         weights = {k: v.detach() for k, v in weights.items()}
-    recompute_bn(model, data.train_x, weights, batch_size=batch_size, num_samples=bn_samples)
+    recompute_bn(model, data.train_x, weights, batch_size=batch_size, num_samples=bn_samples,
+                 exact=bn_exact)
     out = {}
     for split in splits:
         x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)

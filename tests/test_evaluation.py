@@ -97,3 +97,27 @@ def test_evaluate_counts_errors_and_nll():
     assert m.samples == 37
     assert m.error == pytest.approx(100.0 * (out.argmax(1) != y).float().mean().item())
     assert m.nll == pytest.approx(nn.functional.cross_entropy(out, y).item(), rel=1e-5)
+
+
+def test_inexact_recompute_bn_reproduces_the_2018_running_average():
+    """exact=False equals BN passes with momentum b / (n + b), batch by batch."""
+    torch.manual_seed(0)
+    net, ref = TwoBN(), TwoBN()
+    ref.load_state_dict(net.state_dict())
+    ref.drop.p = 0.0
+    x = torch.randn(150, 3, 6, 6) * 3 + 1
+    recompute_bn(net, x, batch_size=64, exact=False)
+    ref.train()
+    for m in (ref.bn1, ref.bn2, ref.bn3):
+        m.reset_running_stats()
+    seen = 0
+    with torch.no_grad():
+        for xb in torch.split(x, 64):
+            for m in (ref.bn1, ref.bn2, ref.bn3):
+                m.momentum = len(xb) / (seen + len(xb))
+            ref(xb)
+            seen += len(xb)
+    for name in ("bn1", "bn2", "bn3"):
+        ours, theirs = getattr(net, name), getattr(ref, name)
+        assert torch.allclose(ours.running_mean, theirs.running_mean, atol=1e-5)
+        assert torch.allclose(ours.running_var, theirs.running_var, rtol=1e-4, atol=1e-6)

@@ -1,0 +1,131 @@
+"""Evaluation engine vs the 2018 reference algorithm, side by side in one run.
+
+For each workload: the same weight points (a grid on the plane through three networks), the
+same data; per point BatchNorm statistics recomputed, then train and test loss/error.
+Prints points per second of both, the ratio, our time over the compute floor (bare forward
+passes of the same samples at the best batch size), the achieved FLOP rate against a matmul
+peak measured in the same run, and the agreement of the results.
+
+    python benchmarks/bench_eval.py [--points 6] [--workload "digits ConvFC"] [--markdown f]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import reference  # noqa: E402
+from common import (  # noqa: E402
+    WORKLOADS,
+    as_dataset,
+    flops_per_sample,
+    forward_floor,
+    machine,
+    matmul_peak,
+    timed,
+)
+
+from modeconn.evaluation import batchnorm_layers, evaluate_point  # noqa: E402
+from modeconn.plane import Plane  # noqa: E402
+from modeconn.weights import WeightSpace  # noqa: E402
+
+
+def grid_points(make_model, n: int) -> tuple[torch.nn.Module, list[torch.Tensor]]:
+    """n weight points on a grid over the plane through three independently initialised nets."""
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        nets.append(make_model())
+    space = WeightSpace.from_module(nets[0])
+    plane = Plane.through(*(space.flatten(m) for m in nets))
+    side = max(2, round(n**0.5 + 0.5))
+    coords = [(i / (side - 1), j / (side - 1)) for i in range(side) for j in range(side)][:n]
+    return nets[0], [plane.point(x * 10.0, y * 10.0) for x, y in coords]
+
+
+def run(name: str, spec: dict, n_points: int, ours_batch: int, device: torch.device) -> dict:
+    raw = spec["raw"]()
+    data = as_dataset(name, raw, spec["scale"], spec["mean"], spec["std"]).to(device)
+    model, points = grid_points(spec["model"], n_points)
+    model = model.to(device)
+    points = [p.to(device) for p in points]
+    space = WeightSpace.from_module(model)
+    has_bn = bool(batchnorm_layers(model))
+
+    # Ours: the engine as every analysis calls it.
+    def ours():
+        return [evaluate_point(model, space.unflatten(p), data, batch_size=ours_batch)
+                for p in points]
+
+    ours_s, ours_res = timed(ours)
+
+    # The reference algorithm on the same points, on CPU DataLoaders as in 2018.
+    xtr, ytr, xte, yte = raw
+    ref_model = spec["model"]().to(device)
+    make = lambda x, y: reference.PerSampleImages(x, y, spec["scale"], spec["mean"], spec["std"])  # noqa: E731
+    train_loader, test_loader = reference.loader(make(xtr, ytr)), reference.loader(make(xte, yte))
+    ref_points = [p.cpu() for p in points] if device.type == "cpu" else points
+    ref_s, ref_res = timed(lambda: reference.evaluate_points(ref_model, ref_points, train_loader,
+                                                             test_loader))
+
+    # Agreement: ours with the reference's BatchNorm estimator (batch 128, batch-size-weighted
+    # average of per-batch variances) must match it; exact BN differs by the estimator alone.
+    compat = [evaluate_point(model, space.unflatten(p), data, batch_size=128,
+                             bn_exact=False) for p in points]
+    agree = max(abs(c[s].nll - r[i]["nll"]) for c, r in zip(compat, ref_res, strict=True)
+                for i, s in enumerate(("train", "test")))
+    estimator = max(abs(o[s].nll - r[i]["nll"]) for o, r in zip(ours_res, ref_res, strict=True)
+                    for i, s in enumerate(("train", "test")))
+
+    # Compute floor: the same number of bare forward passes at the best batch size.
+    samples_per_point = len(ytr) * (2 if has_bn else 1) + len(yte)
+    floor_s, floor_bs = forward_floor(model, data.train_x, samples_per_point * n_points)
+    fps = flops_per_sample(model, data.train_x[:64])
+    peak = matmul_peak(device)
+    achieved = fps * samples_per_point * n_points / ours_s
+    return {
+        "workload": name, "points": n_points, "ref_pps": n_points / ref_s,
+        "ours_pps": n_points / ours_s, "speedup": ref_s / ours_s, "floor_ratio": ours_s / floor_s,
+        "floor_batch": floor_bs, "gflops": achieved / 1e9, "peak_gflops": peak / 1e9,
+        "agree": agree, "estimator": estimator,
+    }
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| workload | points | reference pts/s | ours pts/s | speed-up | ours / floor | "
+            "GFLOP/s (matmul peak) | max abs Δ nll vs ref (same BN estimator) | "
+            "exact BN vs ref estimator |\n|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"| {r['workload']} | {r['points']} | {r['ref_pps']:.2f} | {r['ours_pps']:.2f} | "
+            f"{r['speedup']:.1f}x | {r['floor_ratio']:.2f} (floor batch {r['floor_batch']}) | "
+            f"{r['gflops']:.1f} ({r['peak_gflops']:.0f}) | {r['agree']:.1e} | "
+            f"{r['estimator']:.1e} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=6)
+    parser.add_argument("--batch", type=int, default=1024, help="our evaluation batch size")
+    parser.add_argument("--workload", action="append", choices=list(WORKLOADS))
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = [run(w, WORKLOADS[w], args.points, args.batch, device)
+            for w in (args.workload or list(WORKLOADS))]
+    text = f"Machine: {machine()}\n\n{table(rows)}\n"
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
