@@ -75,7 +75,7 @@ def run(name: str, spec: dict, n_points: int, ours_batch: int, device: torch.dev
 
     # Agreement: ours with the reference's BatchNorm estimator (batch 128, batch-size-weighted
     # average of per-batch variances) must match it; exact BN differs by the estimator alone.
-    compat = [evaluate_point(model, space.unflatten(p), data, batch_size=128,
+    compat = [evaluate_point(model, space.unflatten(p), data, bn_batch_size=128,
                              bn_exact=False) for p in points]
     agree = max(abs(c[s].nll - r[i]["nll"]) for c, r in zip(compat, ref_res, strict=True)
                 for i, s in enumerate(("train", "test")))
@@ -114,7 +114,8 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=6)
-    parser.add_argument("--batch", type=int, default=1024, help="our evaluation batch size")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="our evaluation batch size (default: the engine's choice)")
     parser.add_argument("--workload", action="append", choices=list(WORKLOADS))
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from modeconn.curves import Curve, Line, curve_args
-from modeconn.evaluation import metrics, predict, recompute_bn
+from modeconn.evaluation import eval_batch_size, fast_layout, metrics, predict, prepare_point
 from modeconn.store import SavedResult
 from modeconn.training import TrainConfig, fit
 
@@ -101,7 +101,7 @@ def _point_log_probs(
     data,
     split: str = "test",
     bn_samples: int | None = None,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
 ) -> Tensor:
     """Log-probabilities (N, C) of one weight point on `split` of `data` (a `Dataset`).
 
@@ -110,11 +110,10 @@ def _point_log_probs(
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if weights is not None:
-        weights = {k: v.detach() for k, v in weights.items()}
-    recompute_bn(model, data.train_x, weights, batch_size=batch_size, num_samples=bn_samples)
-    x = data.test_x if split == "test" else data.train_x
-    return predict(model, x, weights, batch_size=batch_size)
+    weights = prepare_point(model, weights, data, bn_samples=bn_samples)
+    x = fast_layout(data.test_x if split == "test" else data.train_x)
+    size = batch_size or eval_batch_size(model, x, weights)
+    return predict(model, x, weights, batch_size=size)
 
 
 def _as_ts(ts: int | Sequence[float] | Tensor | np.ndarray) -> np.ndarray:
@@ -199,7 +198,7 @@ def ensembles_along_curve(
     *,
     line: bool = True,
     bn_samples: int | None = None,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> EnsembleResult:
     """Accuracy of the ensemble {w1, phi(t)} versus t, along `curve` and the straight segment.

@@ -138,7 +138,7 @@ def evaluate_path(
     *,
     wd: float = 5e-4,
     bn_samples: int | None = None,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> PathResult:
     """Train/test loss, nll and error (%) at each t along `curve` (any `Curve`, a `Line` too).

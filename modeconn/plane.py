@@ -277,7 +277,7 @@ def evaluate_plane(
     curve_points: int = 61,
     wd: float = 5e-4,
     bn_samples: int | None = None,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> PlaneResult:
     """Train/test loss, nll and error (%) at every node of a grid over `plane`.

@@ -91,7 +91,7 @@ def run(cfg: DictConfig) -> dict:
     shared = {
         "curve_ckpt": str(curve_path),
         "bn_samples": cfg.bn_samples,
-        "batch_size": 1024,
+        "batch_size": None,
         "data_root": None,
         "out": str(out),
         **common,

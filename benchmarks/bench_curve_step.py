@@ -1,0 +1,107 @@
+"""A curve training step versus a plain training step of the base network, same batch.
+
+The curve step computes phi(t) from the control points, runs the network on it with
+functional_call, adds the paper's regulariser 0.5 wd ||phi(t)||^2 and back-propagates to the
+bends; the plain step is SGD with weight decay on the network's own weights.
+
+    python benchmarks/bench_curve_step.py [--steps 20] [--markdown f]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import WORKLOADS, as_dataset, machine  # noqa: E402
+
+from modeconn.curves import Bezier  # noqa: E402
+from modeconn.training import curve_step_loss  # noqa: E402
+
+
+def step_times(step, steps: int) -> float:
+    """Median seconds per step after two warm-up steps."""
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(steps):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        began = time.perf_counter()
+        step()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def run(name: str, spec: dict, steps: int, batch: int, device: torch.device) -> dict:
+    data = as_dataset(name, spec["raw"](), spec["scale"], spec["mean"], spec["std"]).to(device)
+    x, y = data.train_x[:batch], data.train_y[:batch]
+    torch.manual_seed(0)
+    model, a, b = (spec["model"]().to(device) for _ in range(3))
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+    def plain():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    curve = Bezier(model, a, b).to(device)
+    curve.train()
+    curve_opt = torch.optim.SGD([curve.bends], lr=0.01, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+
+    def curve_step():
+        t = torch.rand((), generator=g).item()
+        loss, _ = curve_step_loss(curve, x, y, t, 5e-4)
+        curve_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        curve_opt.step()
+
+    # Interleave the two so both see the same machine state.
+    plain_s, curve_s = [], []
+    for _ in range(3):
+        plain_s.append(step_times(plain, steps))
+        curve_s.append(step_times(curve_step, steps))
+    p, c = min(plain_s), min(curve_s)
+    return {"workload": name, "batch": batch, "plain_ms": 1e3 * p, "curve_ms": 1e3 * c,
+            "ratio": c / p}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| workload | batch | plain step (ms) | curve step (ms) | curve / plain |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['workload']} | {r['batch']} | {r['plain_ms']:.1f} | "
+                     f"{r['curve_ms']:.1f} | {r['ratio']:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--workload", action="append", choices=list(WORKLOADS))
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = [run(w, WORKLOADS[w], args.steps, args.batch, device)
+            for w in (args.workload or list(WORKLOADS))]
+    text = f"Machine: {machine()}\n\n{table(rows)}\n"
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
