@@ -18,6 +18,9 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/run_all.py
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check modeconn tests benchmarks
 	$(BIN)/ruff format --check modeconn tests benchmarks

@@ -74,16 +74,25 @@ def run(name: str, spec: dict, steps: int, batch: int, device: torch.device) -> 
         plain_s.append(step_times(plain, steps))
         curve_s.append(step_times(curve_step, steps))
     p, c = min(plain_s), min(curve_s)
-    return {"workload": name, "batch": batch, "plain_ms": 1e3 * p, "curve_ms": 1e3 * c,
-            "ratio": c / p}
+    return {
+        "workload": name,
+        "batch": batch,
+        "plain_ms": 1e3 * p,
+        "curve_ms": 1e3 * c,
+        "ratio": c / p,
+    }
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| workload | batch | plain step (ms) | curve step (ms) | curve / plain |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| workload | batch | plain step (ms) | curve step (ms) | curve / plain |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['workload']} | {r['batch']} | {r['plain_ms']:.1f} | "
-                     f"{r['curve_ms']:.1f} | {r['ratio']:.3f} |")
+        lines.append(
+            f"| {r['workload']} | {r['batch']} | {r['plain_ms']:.1f} | "
+            f"{r['curve_ms']:.1f} | {r['ratio']:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -95,8 +104,10 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rows = [run(w, WORKLOADS[w], args.steps, args.batch, device)
-            for w in (args.workload or list(WORKLOADS))]
+    rows = [
+        run(w, WORKLOADS[w], args.steps, args.batch, device)
+        for w in (args.workload or list(WORKLOADS))
+    ]
     text = f"Machine: {machine()}\n\n{table(rows)}\n"
     print(text)
     if args.markdown:

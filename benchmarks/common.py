@@ -16,8 +16,10 @@ from modeconn.models import build_model
 
 def machine() -> str:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
-            f"threads, {device}, torch {torch.__version__}")
+    return (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+        f"threads, {device}, torch {torch.__version__}"
+    )
 
 
 def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
@@ -36,7 +38,10 @@ def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
 
 def matmul_peak(device: torch.device, n: int = 2048, dtype=torch.float32) -> float:
     """Measured FLOP/s of an n x n matmul on `device` (the achievable peak)."""
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a, b = (
+        torch.randn(n, n, device=device, dtype=dtype),
+        torch.randn(n, n, device=device, dtype=dtype),
+    )
     a @ b
     seconds, _ = timed(lambda: a @ b, repeat=5)
     return 2 * n**3 / seconds
@@ -50,19 +55,28 @@ def flops_per_sample(model: nn.Module, x: Tensor) -> float:
     return counter.get_total_flops() / len(x)
 
 
-def forward_floor(model: nn.Module, x: Tensor, samples: int, batch_sizes=(128, 256, 512, 1024, 2048)):
-    """Time of `samples` bare forward passes at the best batch size: (seconds, batch size)."""
+def forward_floor(
+    model: nn.Module, x: Tensor, samples: int, batch_sizes=(32, 64, 128, 256, 512, 1024, 2048)
+):
+    """Time of `samples` bare forward passes at the best batch size and memory layout.
+
+    Returns (seconds, description of the best setting).
+    """
     model.eval()
-    best = (float("inf"), 0)
+    layouts = {"NCHW": x}
+    if x.ndim == 4 and x.device.type == "cpu":
+        layouts["channels_last"] = x.contiguous(memory_format=torch.channels_last)
+    best = (float("inf"), "")
     with torch.inference_mode():
-        for bs in batch_sizes:
-            chunk = x[:bs]
-            if len(chunk) < bs and bs != batch_sizes[0]:
-                break
-            model(chunk)  # warm-up
-            reps = max(1, samples // len(chunk))
-            seconds, _ = timed(lambda: [model(chunk) for _ in range(reps)], repeat=2)
-            best = min(best, (seconds * samples / (reps * len(chunk)), bs))
+        for name, xs in layouts.items():
+            for bs in batch_sizes:
+                chunk = xs[:bs]
+                if len(chunk) < bs and bs != batch_sizes[0]:
+                    break
+                model(chunk)  # warm-up
+                reps = max(1, min(samples, 4096) // len(chunk))
+                seconds, _ = timed(lambda: [model(chunk) for _ in range(reps)], repeat=2)
+                best = min(best, (seconds * samples / (reps * len(chunk)), f"{name} batch {bs}"))
     return best
 
 
@@ -97,11 +111,18 @@ def as_dataset(name, raw, scale: float, mean: Tensor, std: Tensor) -> Dataset:
 
 WORKLOADS = {
     "digits ConvFC": dict(
-        raw=digits_raw, scale=16.0, mean=torch.tensor([0.3]), std=torch.tensor([0.4]),
+        points=20,
+        raw=digits_raw,
+        scale=16.0,
+        mean=torch.tensor([0.3]),
+        std=torch.tensor([0.4]),
         model=lambda: build_model("convfc", num_classes=10, input_shape=(1, 8, 8)),
     ),
     "CIFAR-shaped PreResNet-20": dict(
-        raw=cifar_shaped_raw, scale=255.0, mean=torch.tensor([0.4914, 0.4822, 0.4465]),
+        points=4,
+        raw=cifar_shaped_raw,
+        scale=255.0,
+        mean=torch.tensor([0.4914, 0.4822, 0.4465]),
         std=torch.tensor([0.2470, 0.2435, 0.2616]),
         model=lambda: build_model("preresnet", num_classes=10, input_shape=(3, 32, 32), depth=20),
     ),

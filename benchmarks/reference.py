@@ -14,7 +14,6 @@ numbers can be compared with ours; the 2018 code also evaluated on augmented tra
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from modeconn.curves import Curve, Line, curve_args
-from modeconn.evaluation import eval_batch_size, fast_layout, metrics, predict, prepare_point
+from modeconn.evaluation import eval_plan, metrics, predict, prepare_point
 from modeconn.store import SavedResult
 from modeconn.training import TrainConfig, fit
 
@@ -111,9 +111,9 @@ def _point_log_probs(
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     weights = prepare_point(model, weights, data, bn_samples=bn_samples)
-    x = fast_layout(data.test_x if split == "test" else data.train_x)
-    size = batch_size or eval_batch_size(model, x, weights)
-    return predict(model, x, weights, batch_size=size)
+    plan = eval_plan(model, data.train_x, weights)
+    x = plan.layout(data.test_x if split == "test" else data.train_x)
+    return predict(model, x, weights, batch_size=batch_size or plan.batch_size)
 
 
 def _as_ts(ts: int | Sequence[float] | Tensor | np.ndarray) -> np.ndarray:

@@ -259,13 +259,19 @@ def train_endpoint(
 def curve_step_loss(
     curve: Curve, x: Tensor, y: Tensor, t: float, wd: float
 ) -> tuple[Tensor, Tensor]:
-    """Loss of one curve step at t: CE(phi(t)) + 0.5 * wd * ||phi(t)||^2, and the logits."""
-    point = curve.point(t)
+    """Loss of one curve step at t: CE(phi(t)) + 0.5 * wd * ||phi(t)||^2, and the logits.
+
+    The regulariser's gradient, wd * phi(t), is folded into phi's backward pass
+    (`Curve.point(t, wd)`); its value is added here as a constant.
+    """
+    point = curve.point(t, wd=wd if curve.bends.requires_grad else 0.0)
     curve.last_t = t
     logits = curve.run(x, point)
     loss = F.cross_entropy(logits, y)
     if wd:
-        loss = loss + 0.5 * wd * point.pow(2).sum()
+        with torch.no_grad():
+            penalty = 0.5 * wd * torch.dot(point, point)
+        loss = loss + penalty
     return loss, logits
 
 

@@ -218,3 +218,32 @@ def test_weightspace_flatten_unflatten_roundtrip(seed):
     back = space.unflatten(vec)
     assert all(torch.equal(back[n], p) for n, p in net.named_parameters())
     assert torch.allclose(space.norm(vec) ** 2, space.dot(vec, vec))
+
+
+@pytest.mark.parametrize("kind", [(Bezier, {"degree": 2}), (PolyChain, {"bends": 3})], ids=_ids)
+def test_folded_regulariser_gradient_equals_autograd_of_the_penalty(tiny_pair, kind):
+    a, b = tiny_pair
+    curve = kind[0](TinyNet(), a, b, **kind[1]).double()
+    _shift_bends(curve)
+    curve.eval()
+    x, y = torch.randn(8, 1, 8, 8, dtype=torch.float64), torch.randint(0, 10, (8,))
+    wd, t = 0.05, 0.3
+    loss, _ = curve_step_loss(curve, x, y, t, wd)
+    loss.backward()
+    folded = curve.bends.grad.clone()
+    curve.bends.grad = None
+    c = curve.coefficients(t).double()
+    phi = c[0] * curve.start + c[-1] * curve.end + c[1:-1] @ curve.bends  # plain autograd
+    explicit = F.cross_entropy(curve.run(x, phi), y) + 0.5 * wd * phi.pow(2).sum()
+    explicit.backward()
+    assert torch.allclose(loss, explicit)
+    assert torch.allclose(folded, curve.bends.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_training_step_at_an_endpoint_gives_zero_bend_gradient(tiny_pair):
+    a, b = tiny_pair
+    curve = Bezier(TinyNet(), a, b)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    loss, _ = curve_step_loss(curve, x, y, 0.0, 5e-4)
+    loss.backward()
+    assert torch.count_nonzero(curve.bends.grad) == 0
