@@ -75,7 +75,7 @@ def forward_floor(
                     break
                 model(chunk)  # warm-up
                 reps = max(1, min(samples, 4096) // len(chunk))
-                seconds, _ = timed(lambda: [model(chunk) for _ in range(reps)], repeat=2)
+                seconds, _ = timed(lambda c=chunk, r=reps: [model(c) for _ in range(r)], repeat=2)
                 best = min(best, (seconds * samples / (reps * len(chunk)), f"{name} batch {bs}"))
     return best
 

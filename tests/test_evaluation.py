@@ -121,3 +121,18 @@ def test_inexact_recompute_bn_reproduces_the_2018_running_average():
         ours, theirs = getattr(net, name), getattr(ref, name)
         assert torch.allclose(ours.running_mean, theirs.running_mean, atol=1e-5)
         assert torch.allclose(ours.running_var, theirs.running_var, rtol=1e-4, atol=1e-6)
+
+
+def test_evaluation_does_not_depend_on_layout_or_batch_size():
+    """The engine may pick layout and batch size by speed because results do not change."""
+    from modeconn.evaluation import EvalPlan, channels_last, eval_plan
+
+    torch.manual_seed(0)
+    net = TinyNet().eval()
+    x, y = torch.randn(70, 1, 8, 8), torch.randint(0, 10, (70,))
+    reference = evaluate(net, x, y, batch_size=70)
+    for plan in (EvalPlan(False, 16), EvalPlan(True, 32), eval_plan(net, x, None)):
+        m = evaluate(net, plan.layout(x), y, batch_size=plan.batch_size)
+        assert m.error == reference.error
+        assert m.nll == pytest.approx(reference.nll, abs=1e-5)
+    assert channels_last(x) is channels_last(x)  # converted once, then cached
