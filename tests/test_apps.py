@@ -198,3 +198,17 @@ def test_command_line_error_is_one_message_without_traceback(tmp_path):
     assert done.returncode != 0
     assert "modeconn: error: checkpoint 'missing.pt' does not exist" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_unknown_config_key_is_refused_by_name():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="foo"):
+        _cfg("train", ["foo=1"])
+
+
+def test_unknown_config_group_choice_lists_the_options():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException, match="convfc"):
+        _cfg("train", ["model=resnet9000"])
