@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import WORKLOADS, as_dataset, machine  # noqa: E402
+from common import WORKLOADS, as_dataset, report  # noqa: E402
 
 from modeconn.curves import Bezier  # noqa: E402
 from modeconn.training import curve_step_loss  # noqa: E402
@@ -108,10 +108,7 @@ def main() -> None:
         run(w, WORKLOADS[w], args.steps, args.batch, device)
         for w in (args.workload or list(WORKLOADS))
     ]
-    text = f"Machine: {machine()}\n\n{table(rows)}\n"
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text)
+    report(rows, table, args.markdown)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from common import (  # noqa: E402
     as_dataset,
     flops_per_sample,
     forward_floor,
-    machine,
     matmul_peak,
+    report,
     timed,
 )
 
@@ -172,10 +172,7 @@ def main() -> None:
         run(w, WORKLOADS[w], args.points or WORKLOADS[w]["points"], args.batch, device)
         for w in (args.workload or list(WORKLOADS))
     ]
-    text = f"Machine: {machine()}\n\n{table(rows)}\n"
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text)
+    report(rows, table, args.markdown)
 
 
 if __name__ == "__main__":

@@ -127,3 +127,11 @@ WORKLOADS = {
         model=lambda: build_model("preresnet", num_classes=10, input_shape=(3, 32, 32), depth=20),
     ),
 }
+
+
+def report(rows: list[dict], table, markdown) -> None:
+    """Print the machine line and the table; write them to `markdown` if given."""
+    text = f"Machine: {machine()}\n\n{table(rows)}\n"
+    print(text)
+    if markdown:
+        markdown.write_text(text)

@@ -46,21 +46,16 @@ def test_train_app_writes_a_finished_endpoint_checkpoint(trained):
     assert not torch.equal(next(a.parameters()), next(b.parameters()))
 
 
-def test_connect_app_trains_a_curve_that_reloads(trained, tmp_path):
+@pytest.fixture
+def curve_file(trained, tmp_path):
     out = tmp_path / "curve.pt"
-    connect.run(
-        _cfg(
-            "connect",
-            [
-                f"start={trained[0]}",
-                f"end={trained[1]}",
-                "optim.epochs=1",
-                "progress=false",
-                f"checkpoint={out}",
-            ],
-        )
-    )
-    curve, ckpt = load_curve(out)
+    overrides = [f"start={trained[0]}", f"end={trained[1]}", "optim.epochs=1", "progress=false"]
+    connect.run(_cfg("connect", [*overrides, f"checkpoint={out}"]))
+    return out
+
+
+def test_connect_app_trains_a_curve_that_reloads(trained, curve_file):
+    curve, ckpt = load_curve(curve_file)
     assert ckpt.meta["curve"] == {"type": "bezier", "degree": 2}
     a, _ = load_endpoint(trained[0])
     assert all(torch.equal(curve.weights(0.0)[n], p) for n, p in a.named_parameters())
@@ -83,32 +78,10 @@ def test_connect_refuses_endpoints_of_different_architectures(trained, tmp_path)
         )
 
 
-def test_curve_checkpoint_passed_as_endpoint_is_refused(trained, tmp_path):
-    out = tmp_path / "curve.pt"
-    connect.run(
-        _cfg(
-            "connect",
-            [
-                f"start={trained[0]}",
-                f"end={trained[1]}",
-                "optim.epochs=1",
-                "progress=false",
-                f"checkpoint={out}",
-            ],
-        )
-    )
+def test_curve_checkpoint_passed_as_endpoint_is_refused(trained, curve_file, tmp_path):
+    overrides = [f"start={curve_file}", f"end={trained[1]}", "progress=false"]
     with pytest.raises(ValueError, match="is a curve checkpoint, but an endpoint"):
-        connect.run(
-            _cfg(
-                "connect",
-                [
-                    f"start={out}",
-                    f"end={trained[1]}",
-                    "progress=false",
-                    f"checkpoint={tmp_path / 'c2.pt'}",
-                ],
-            )
-        )
+        connect.run(_cfg("connect", [*overrides, f"checkpoint={tmp_path / 'c2.pt'}"]))
 
 
 def test_unknown_model_name_lists_valid_ones(tmp_path):
