@@ -15,10 +15,12 @@ points handed back to a network are cast to the dtype of the original weights.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,7 +31,7 @@ from tqdm.auto import tqdm
 from modeconn.curves import Curve, curve_args
 from modeconn.evaluation import evaluate_point
 from modeconn.path import METRICS
-from modeconn.store import SavedResult, plain_meta
+from modeconn.store import PartialGrid, SavedResult, plain_meta
 from modeconn.weights import WeightSpace
 
 PointLike = Tensor | Mapping[str, Tensor] | nn.Module
@@ -178,6 +180,13 @@ class Plane:
         """origin + x * u + y * v as a flat (D,) vector in the dtype of the original weights."""
         return (self.origin + float(x) * self.u + float(y) * self.v).to(self.dtype)
 
+    def fingerprint(self) -> str:
+        """A digest of origin, u and v: two planes share it only if they are the same."""
+        digest = hashlib.sha1()
+        for vector in (self.origin, self.u, self.v):
+            digest.update(vector.detach().cpu().double().numpy().tobytes())
+        return digest.hexdigest()
+
     def weights(self, x: float, y: float) -> dict[str, Tensor]:
         """`point(x, y)` as a name->tensor dict for the network (needs `space`)."""
         if self.space is None:
@@ -279,6 +288,8 @@ def evaluate_plane(
     bn_samples: int | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    partial: str | Path | None = None,
+    save_every_s: float = 30.0,
 ) -> PlaneResult:
     """Train/test loss, nll and error (%) at every node of a grid over `plane`.
 
@@ -288,6 +299,11 @@ def evaluate_plane(
     Each node w is evaluated with `evaluate_point` (BatchNorm recomputed; `bn_samples` train
     samples, None: all) and its loss is nll + 0.5 * wd * ||w||^2. With `curve`, `curve_points`
     equally spaced phi(t) are projected onto the plane.
+
+    partial: a file (without suffix) where finished nodes are saved atomically at most every
+    `save_every_s` seconds and at the end; a rerun with the same file resumes, skipping them.
+    It refuses a file written for another grid, plane, data set or setting, and is removed
+    once the result is complete.
     """
     gx, gy = _grid_sizes(grid)
     left, right, bottom, top = _margins(margin)
@@ -312,9 +328,25 @@ def evaluate_plane(
     xs = _axis(x0, x1, (x1 - x0) or fallback, left, right, gx)
     ys = _axis(y0, y1, (y1 - y0) or fallback, bottom, top, gy)
 
-    values = {name: np.empty((gx, gy)) for name in METRICS}
+    job = None
+    if partial is not None:
+        config = {
+            "grid": [gx, gy],
+            "x": xs.tolist(),
+            "y": ys.tolist(),
+            "plane": plane.fingerprint(),
+            "dataset": getattr(data, "name", None),
+            "train_samples": len(data.train_x),
+            "test_samples": len(data.test_x),
+            "wd": wd,
+            "bn_samples": bn_samples,
+        }
+        job = PartialGrid(partial, config, (gx, gy), METRICS, save_every_s)
+        values = job.values
+    else:
+        values = {name: np.empty((gx, gy)) for name in METRICS}
     begin = time.perf_counter()
-    nodes = [(i, j) for i in range(gx) for j in range(gy)]
+    nodes = [(i, j) for i in range(gx) for j in range(gy) if job is None or not job.done[i, j]]
     with torch.no_grad():
         for i, j in tqdm(nodes, desc="plane", disable=not progress, leave=False):
             point = plane.point(xs[i], ys[j])
@@ -322,10 +354,18 @@ def evaluate_plane(
             res = evaluate_point(
                 model, space.unflatten(point), data, bn_samples=bn_samples, batch_size=batch_size
             )
+            node = {}
             for split in ("train", "test"):
-                values[f"{split}_nll"][i, j] = res[split].nll
-                values[f"{split}_error"][i, j] = res[split].error
-                values[f"{split}_loss"][i, j] = res[split].nll + l2
+                node[f"{split}_nll"] = res[split].nll
+                node[f"{split}_error"] = res[split].error
+                node[f"{split}_loss"] = res[split].nll + l2
+            if job is None:
+                for name, value in node.items():
+                    values[name][i, j] = value
+            else:
+                job.record((i, j), node)
+        if job is not None:
+            job.save()
         seconds = time.perf_counter() - begin
         curve_xy, curve_distance = np.zeros((0, 2)), np.zeros(0)
         if curve is not None:
@@ -351,7 +391,7 @@ def evaluate_plane(
         "seconds": seconds,
         "seconds_per_point": seconds / (gx * gy),
     }
-    return PlaneResult(
+    result = PlaneResult(
         xs,
         ys,
         **values,
@@ -361,6 +401,9 @@ def evaluate_plane(
         curve_distance=curve_distance,
         meta=meta,
     )
+    if job is not None:
+        job.remove()
+    return result
 
 
 def evaluate_plane_through_curve(curve: Curve, data, **kwargs: Any) -> PlaneResult:

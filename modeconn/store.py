@@ -16,6 +16,7 @@ import math
 import os
 import pickle
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -324,3 +325,60 @@ class SavedResult:
             ):
                 return False
         return True
+
+
+class PartialGrid:
+    """Results of a long job over a grid of points, saved atomically as they come in.
+
+    A point counts as done by an explicit mask, never by its value (a loss of 0 or NaN is a
+    result). The file is `path`.npz + `path`.json (the arrays, the `done` mask and the job's
+    configuration); reopening it with a different configuration fails with the differing keys.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        config: Mapping[str, Any],
+        shape: tuple[int, ...],
+        names: tuple[str, ...],
+        save_every_s: float = 30.0,
+    ):
+        import numpy as np
+
+        self.path, self.config = Path(path), plain_meta(config)
+        self.save_every_s, self._saved_at = save_every_s, time.monotonic()
+        if self.path.with_suffix(".npz").exists():
+            arrays, meta = load_result(self.path)
+            stored = meta.get("config", {})
+            differing = sorted(
+                k for k in set(stored) | set(self.config) if stored.get(k) != self.config.get(k)
+            )
+            if differing:
+                raise ValueError(
+                    f"cannot resume from '{self.path}.npz': it was written for another job; "
+                    f"differing keys: {', '.join(differing)}. Use another output directory, "
+                    "or delete the file to start afresh."
+                )
+            self.values = {n: arrays[n] for n in names}
+            self.done = arrays["done"].astype(bool)
+        else:
+            self.values = {n: np.full(shape, np.nan) for n in names}
+            self.done = np.zeros(shape, dtype=bool)
+
+    def record(self, index: tuple[int, ...], values: Mapping[str, float]) -> None:
+        """Store one point's values, mark it done, and save if `save_every_s` has passed."""
+        for name, value in values.items():
+            self.values[name][index] = value
+        self.done[index] = True
+        if time.monotonic() - self._saved_at >= self.save_every_s:
+            self.save()
+
+    def save(self) -> None:
+        save_result(
+            self.path, {**self.values, "done": self.done}, {"config": self.config, "partial": True}
+        )
+        self._saved_at = time.monotonic()
+
+    def remove(self) -> None:
+        for suffix in (".npz", ".json"):
+            self.path.with_suffix(suffix).unlink(missing_ok=True)

@@ -108,6 +108,7 @@ def run(cfg: DictConfig) -> dict:
                 "wd": None,
                 "margin": cfg.plane_margin,
                 "curve_points": cfg.path_points,
+                "save_every_s": 30,
             }
         )
     )

@@ -37,6 +37,8 @@ def run(cfg: DictConfig) -> PlaneResult:
         bn_samples=cfg.bn_samples,
         batch_size=cfg.batch_size,
         progress=cfg.progress,
+        partial=out / "plane-partial",
+        save_every_s=cfg.save_every_s,
     )
     result.save(out / "plane")
     save_figure(plot_plane(result), out / "plane")

@@ -1,0 +1,107 @@
+"""Long jobs survive a crash: a plane job killed with SIGKILL resumes without recomputing."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TinyNet
+
+import modeconn.plane
+from modeconn.curves import Bezier
+from modeconn.data import load_dataset
+from modeconn.plane import evaluate_plane_through_curve
+from modeconn.store import PartialGrid, load_result
+
+GRID = (5, 4)
+
+JOB = """
+import sys, time, torch
+sys.path.insert(0, {tests!r})
+import modeconn.plane
+from test_resume import make_curve, make_data
+slow = modeconn.plane.evaluate_point
+def delayed(*args, **kwargs):
+    time.sleep(0.25)
+    return slow(*args, **kwargs)
+modeconn.plane.evaluate_point = delayed
+modeconn.plane.evaluate_plane_through_curve(
+    make_curve(), make_data(), grid={grid}, partial={partial!r}, save_every_s=0, progress=False)
+"""
+
+
+def make_data():
+    return load_dataset("digits").subset(train=200, test=50)
+
+
+def make_curve():
+    torch.manual_seed(0)
+    curve = Bezier(TinyNet(), TinyNet(), TinyNet())
+    with torch.no_grad():
+        curve.bends.add_(torch.randn_like(curve.bends))
+    return curve
+
+
+def _done(partial: Path) -> int:
+    try:
+        arrays, _ = load_result(partial)
+    except (FileNotFoundError, ValueError, OSError, EOFError):
+        return 0
+    return int(arrays["done"].sum())
+
+
+def test_killed_plane_job_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    partial = tmp_path / "plane-partial"
+    script = JOB.format(tests=str(Path(__file__).parent), grid=GRID, partial=str(partial))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    job = subprocess.Popen([sys.executable, "-c", script], env=env)
+    deadline = time.monotonic() + 120
+    while _done(partial) < 4 and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.1)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    finished = _done(partial)
+    assert 4 <= finished < GRID[0] * GRID[1], "the job must be killed part-way"
+
+    calls = []
+    original = modeconn.plane.evaluate_point
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(modeconn.plane, "evaluate_point", counting)
+    data = make_data()
+    resumed = evaluate_plane_through_curve(
+        make_curve(), data, grid=GRID, partial=partial, save_every_s=0, progress=False
+    )
+    assert len(calls) == GRID[0] * GRID[1] - finished  # no finished point recomputed
+    assert not partial.with_suffix(".npz").exists()  # removed once complete
+    straight = evaluate_plane_through_curve(make_curve(), data, grid=GRID, progress=False)
+    for name in ("train_loss", "test_error", "test_nll"):
+        assert np.allclose(getattr(resumed, name), getattr(straight, name), rtol=1e-6, atol=1e-9), (
+            name
+        )
+
+
+def test_resuming_with_another_grid_names_the_differing_keys(tmp_path):
+    partial = tmp_path / "p"
+    grid = PartialGrid(partial, {"grid": [3, 3], "wd": 0.0}, (3, 3), ("a",), save_every_s=0)
+    grid.record((0, 0), {"a": 1.0})
+    with pytest.raises(ValueError, match="differing keys: grid"):
+        PartialGrid(partial, {"grid": [4, 3], "wd": 0.0}, (4, 3), ("a",))
+
+
+def test_nan_and_zero_results_count_as_done(tmp_path):
+    partial = tmp_path / "p"
+    grid = PartialGrid(partial, {"k": 1}, (2, 2), ("loss",), save_every_s=0)
+    grid.record((0, 1), {"loss": float("nan")})
+    grid.record((1, 0), {"loss": 0.0})
+    again = PartialGrid(partial, {"k": 1}, (2, 2), ("loss",))
+    assert again.done.tolist() == [[False, True], [True, False]]
+    assert np.isnan(again.values["loss"][0, 1]) and again.values["loss"][1, 0] == 0.0
