@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -24,8 +25,8 @@ from tqdm.auto import tqdm
 
 from modeconn.curves import Curve, curve_args
 from modeconn.evaluation import evaluate_point
-from modeconn.store import SavedResult, plain_meta
-from modeconn.weights import WeightSpace
+from modeconn.store import PartialGrid, SavedResult, plain_meta
+from modeconn.weights import WeightSpace, fingerprint
 
 METRICS = ("train_loss", "train_nll", "train_error", "test_loss", "test_nll", "test_error")
 
@@ -140,6 +141,8 @@ def evaluate_path(
     bn_samples: int | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    partial: str | Path | None = None,
+    save_every_s: float = 30.0,
 ) -> PathResult:
     """Train/test loss, nll and error (%) at each t along `curve` (any `Curve`, a `Line` too).
 
@@ -148,27 +151,50 @@ def evaluate_path(
         0 reports the nll).
     bn_samples: train samples used to recompute BatchNorm statistics at each t (None: all).
     Diverged points (NaN or inf losses) are recorded as they are.
+    partial: a file (without suffix) where finished points are saved atomically at most every
+    `save_every_s` seconds; a rerun resumes from it (see `PartialGrid`), and it is removed
+    once the result is complete.
     """
     ts = _as_ts(ts)
-    values: dict[str, list[float]] = {name: [] for name in METRICS}
+    config = {
+        "ts": ts.tolist(),
+        "curve": fingerprint(curve.endpoints, curve.bends),
+        "dataset": getattr(data, "name", None),
+        "train_samples": len(data.train_x),
+        "test_samples": len(data.test_x),
+        "wd": wd,
+        "bn_samples": bn_samples,
+    }
+    job = PartialGrid(partial, config, (len(ts),), METRICS, save_every_s) if partial else None
+    values = job.values if job else {name: np.empty(len(ts)) for name in METRICS}
     lengths: list[float] = []
     prev = None
     begin = time.perf_counter()
     with torch.no_grad():
-        for t in tqdm(ts, desc=f"path ({curve.kind})", disable=not progress, leave=False):
+        for k, t in enumerate(
+            tqdm(ts, desc=f"path ({curve.kind})", disable=not progress, leave=False)
+        ):
             point = curve.point(float(t)).detach()
             if prev is not None:
                 lengths.append(WeightSpace.norm(point.double() - prev.double()).item())
             prev = point
+            if job is not None and job.done[k]:
+                continue
             l2 = 0.5 * wd * WeightSpace.dot(point, point).item() if wd else 0.0
             weights = curve.space.unflatten(point)
             res = evaluate_point(
                 curve.model, weights, data, bn_samples=bn_samples, batch_size=batch_size
             )
+            node = {}
             for split in ("train", "test"):
-                values[f"{split}_nll"].append(res[split].nll)
-                values[f"{split}_error"].append(res[split].error)
-                values[f"{split}_loss"].append(res[split].nll + l2)
+                node[f"{split}_nll"] = res[split].nll
+                node[f"{split}_error"] = res[split].error
+                node[f"{split}_loss"] = res[split].nll + l2
+            if job is None:
+                for name, value in node.items():
+                    values[name][k] = value
+            else:
+                job.record((k,), node)
     seconds = time.perf_counter() - begin
     meta = {
         "curve": {"type": curve.kind, **curve_args(curve)},
@@ -185,4 +211,7 @@ def evaluate_path(
         "seconds_per_point": seconds / len(ts),
         "length": math.fsum(lengths),
     }
-    return PathResult(ts=ts, **values, arc_length=np.asarray(lengths), meta=meta)
+    result = PathResult(ts=ts, **values, arc_length=np.asarray(lengths), meta=meta)
+    if job is not None:
+        job.remove()
+    return result

@@ -15,7 +15,6 @@ points handed back to a network are cast to the dtype of the original weights.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Mapping
@@ -32,7 +31,7 @@ from modeconn.curves import Curve, curve_args
 from modeconn.evaluation import evaluate_point
 from modeconn.path import METRICS
 from modeconn.store import PartialGrid, SavedResult, plain_meta
-from modeconn.weights import WeightSpace
+from modeconn.weights import WeightSpace, fingerprint
 
 PointLike = Tensor | Mapping[str, Tensor] | nn.Module
 
@@ -182,10 +181,7 @@ class Plane:
 
     def fingerprint(self) -> str:
         """A digest of origin, u and v: two planes share it only if they are the same."""
-        digest = hashlib.sha1()
-        for vector in (self.origin, self.u, self.v):
-            digest.update(vector.detach().cpu().double().numpy().tobytes())
-        return digest.hexdigest()
+        return fingerprint(self.origin, self.u, self.v)
 
     def weights(self, x: float, y: float) -> dict[str, Tensor]:
         """`point(x, y)` as a name->tensor dict for the network (needs `space`)."""

@@ -86,3 +86,16 @@ class WeightSpace:
     def norm(a: Tensor) -> Tensor:
         """Euclidean norm of a flat weight vector, accumulated in float64."""
         return torch.linalg.vector_norm(a.double())
+
+
+def fingerprint(*tensors: Tensor) -> str:
+    """A SHA-1 digest of the tensors' values (as float64): equal only for equal weights.
+
+    Resumable jobs store it to refuse partial results computed for other weights.
+    """
+    import hashlib
+
+    digest = hashlib.sha1()
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().double().contiguous().numpy().tobytes())
+    return digest.hexdigest()

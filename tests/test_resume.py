@@ -105,3 +105,51 @@ def test_nan_and_zero_results_count_as_done(tmp_path):
     again = PartialGrid(partial, {"k": 1}, (2, 2), ("loss",))
     assert again.done.tolist() == [[False, True], [True, False]]
     assert np.isnan(again.values["loss"][0, 1]) and again.values["loss"][1, 0] == 0.0
+
+
+def test_interrupted_path_resumes_without_recomputing(tmp_path, monkeypatch):
+    import modeconn.path
+    from modeconn.path import evaluate_path
+
+    data, partial = make_data(), tmp_path / "path-partial"
+    original = modeconn.path.evaluate_point
+    calls = []
+
+    def crash_on_fourth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(modeconn.path, "evaluate_point", crash_on_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_path(make_curve(), data, ts=7, partial=partial, save_every_s=0, progress=False)
+    calls.clear()
+    monkeypatch.setattr(
+        modeconn.path, "evaluate_point", lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+    )
+    resumed = evaluate_path(make_curve(), data, ts=7, partial=partial, progress=False)
+    assert len(calls) == 7 - 3
+    straight = evaluate_path(make_curve(), data, ts=7, progress=False)
+    assert np.allclose(resumed.train_loss, straight.train_loss, rtol=1e-6)
+    assert np.allclose(resumed.arc_length, straight.arc_length)
+    assert not partial.with_suffix(".npz").exists()  # removed once complete
+
+
+def test_path_partial_of_other_points_is_refused(tmp_path):
+    from modeconn.path import evaluate_path
+    from modeconn.store import PartialGrid
+
+    data, partial = make_data(), tmp_path / "path-partial"
+    config = {
+        "ts": [0.0, 1.0],
+        "curve": "x",
+        "dataset": "digits",
+        "train_samples": 200,
+        "test_samples": 50,
+        "wd": 5e-4,
+        "bn_samples": None,
+    }
+    PartialGrid(partial, config, (2,), ("train_loss",), save_every_s=0).save()
+    with pytest.raises(ValueError, match="differing keys: curve, ts"):
+        evaluate_path(make_curve(), data, ts=3, partial=partial, progress=False)

@@ -21,12 +21,16 @@ def run(cfg: DictConfig) -> dict[str, PathResult]:
         batch_size=cfg.batch_size,
         progress=cfg.progress,
     )
-    results = {"curve": evaluate_path(curve, data, cfg.points, **kw)}
+    results = {
+        "curve": evaluate_path(curve, data, cfg.points, partial=out / "path_curve-partial", **kw)
+    }
     if cfg.line:
         line = Line(
             curve.model, curve.space.unflatten(curve.start), curve.space.unflatten(curve.end)
         )
-        results["line"] = evaluate_path(line, data, cfg.points, **kw)
+        results["line"] = evaluate_path(
+            line, data, cfg.points, partial=out / "path_line-partial", **kw
+        )
     for name, result in results.items():
         result.save(out / f"path_{name}")
         log.info(
