@@ -286,7 +286,8 @@ def evaluate_plane(
     progress: bool = True,
     partial: str | Path | None = None,
     save_every_s: float = 30.0,
-) -> PlaneResult:
+    shard: tuple[int, int] | None = None,
+) -> PlaneResult | None:
     """Train/test loss, nll and error (%) at every node of a grid over `plane`.
 
     The grid spans the bounding box of the anchors (the curve's control points if `curve` is
@@ -300,8 +301,15 @@ def evaluate_plane(
     `save_every_s` seconds and at the end; a rerun with the same file resumes, skipping them.
     It refuses a file written for another grid, plane, data set or setting, and is removed
     once the result is complete.
+    shard: (k, n) evaluates only the nodes whose flat index i * Gy + j is k modulo n, into
+    `partial` (required); it returns None while other shards are missing. `merge_partials`
+    joins the shard files, and a final call with the merged file assembles the result.
     """
     gx, gy = _grid_sizes(grid)
+    if shard is not None:
+        k, n = shard
+        if partial is None or not 0 <= k < n:
+            raise ValueError(f"shard=(k, n) needs 0 <= k < n and a partial file, got {shard}")
     left, right, bottom, top = _margins(margin)
     space = plane.space or WeightSpace.from_module(model)
     if space.size != plane.dim:
@@ -342,7 +350,12 @@ def evaluate_plane(
     else:
         values = {name: np.empty((gx, gy)) for name in METRICS}
     begin = time.perf_counter()
-    nodes = [(i, j) for i in range(gx) for j in range(gy) if job is None or not job.done[i, j]]
+    nodes = [
+        (i, j)
+        for i in range(gx)
+        for j in range(gy)
+        if (job is None or not job.done[i, j]) and (shard is None or (i * gy + j) % n == k)
+    ]
     with torch.no_grad():
         for i, j in tqdm(nodes, desc="plane", disable=not progress, leave=False):
             point = plane.point(xs[i], ys[j])
@@ -362,6 +375,8 @@ def evaluate_plane(
                 job.record((i, j), node)
         if job is not None:
             job.save()
+            if not job.done.all():
+                return None  # a shard: the other nodes belong to other processes
         seconds = time.perf_counter() - begin
         curve_xy, curve_distance = np.zeros((0, 2)), np.zeros(0)
         if curve is not None:

@@ -380,5 +380,39 @@ class PartialGrid:
         self._saved_at = time.monotonic()
 
     def remove(self) -> None:
+        self.remove_files(self.path)
+
+    @staticmethod
+    def remove_files(path: str | Path) -> None:
         for suffix in (".npz", ".json"):
-            self.path.with_suffix(suffix).unlink(missing_ok=True)
+            Path(path).with_suffix(suffix).unlink(missing_ok=True)
+
+
+def merge_partials(paths: list[str | Path], into: str | Path) -> int:
+    """Join the `PartialGrid` files of shards of one job into `into`; returns points done.
+
+    Refuses shards written for different configurations (naming the differing keys).
+    """
+    import numpy as np
+
+    if not paths:
+        raise ValueError("merge_partials needs at least one shard file")
+    first_arrays, first_meta = load_result(paths[0])
+    config = first_meta.get("config", {})
+    names = tuple(k for k in first_arrays if k != "done")
+    merged = PartialGrid(into, config, first_arrays["done"].shape, names, save_every_s=0)
+    for path in paths:
+        arrays, meta = load_result(path)
+        other = meta.get("config", {})
+        differing = sorted(k for k in set(other) | set(config) if other.get(k) != config.get(k))
+        if differing:
+            raise ValueError(
+                f"cannot merge '{path}' with '{paths[0]}': they are shards of different jobs; "
+                f"differing keys: {', '.join(differing)}"
+            )
+        done = arrays["done"].astype(bool)
+        for name in names:
+            merged.values[name][done] = arrays[name][done]
+        merged.done |= done
+    merged.save()
+    return int(np.count_nonzero(merged.done))

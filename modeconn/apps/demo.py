@@ -109,6 +109,9 @@ def run(cfg: DictConfig) -> dict:
                 "margin": cfg.plane_margin,
                 "curve_points": cfg.path_points,
                 "save_every_s": 30,
+                "shard": 0,
+                "num_shards": 1,
+                "merge": False,
             }
         )
     )

@@ -1,9 +1,19 @@
 """Loss and error on the plane through w1, w2 and the bend:
-`python -m modeconn.apps.plane curve_ckpt=checkpoints/curve.pt grid=21 margin=0.2`."""
+`python -m modeconn.apps.plane curve_ckpt=checkpoints/curve.pt grid=21 margin=0.2`.
+
+Spread over processes: `torchrun --nproc-per-node N -m modeconn.apps.plane ...` (each rank
+evaluates its shard, rank 0 merges), or separate jobs `shard=K num_shards=N` (e.g. a Hydra
+multirun on SLURM) followed by `merge=true num_shards=N`. Every shard resumes after a crash.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import hydra
+import torch
+import torch.distributed as dist
 from omegaconf import DictConfig
 
 from modeconn.apps.common import (
@@ -17,6 +27,7 @@ from modeconn.apps.common import (
 )
 from modeconn.plane import PlaneResult, evaluate_plane_through_curve
 from modeconn.plotting import plot_plane, save_figure
+from modeconn.store import PartialGrid, merge_partials
 
 
 def _pair(value):
@@ -24,22 +35,74 @@ def _pair(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-def run(cfg: DictConfig) -> PlaneResult:
+def _shard(cfg: DictConfig) -> tuple[tuple[int, int] | None, int]:
+    """(shard, rank): from torchrun's environment if launched by it, else from the config."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        rank = int(os.environ["RANK"])
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return (rank, world), rank
+    if cfg.num_shards < 1 or not 0 <= cfg.shard < cfg.num_shards:
+        raise ValueError(
+            f"need 0 <= shard < num_shards, got shard={cfg.shard}, num_shards={cfg.num_shards}"
+        )
+    return ((cfg.shard, cfg.num_shards) if cfg.num_shards > 1 else None), 0
+
+
+def _merge(out: Path, num_shards: int, points: int) -> None:
+    """Join the shard files into plane-partial; refuse if any node is still missing."""
+    files = [out / f"plane-shard{k}of{num_shards}" for k in range(num_shards)]
+    missing = [str(f) + ".npz" for f in files if not f.with_suffix(".npz").exists()]
+    if missing:
+        raise FileNotFoundError(f"cannot merge: shard files missing: {', '.join(missing)}")
+    done = merge_partials(files, out / "plane-partial")
+    if done < points:
+        raise ValueError(
+            f"cannot merge: the shards hold {done} of {points} nodes; rerun the unfinished "
+            "shards (each resumes where it stopped), then merge again"
+        )
+    for f in files:
+        PartialGrid.remove_files(f)
+
+
+def run(cfg: DictConfig) -> PlaneResult | None:
+    shard, rank = _shard(cfg) if not cfg.merge else (None, 0)
     curve, data, ckpt = load_curve_and_data(cfg)
     out = out_dir(cfg, cfg.curve_ckpt)
-    result = evaluate_plane_through_curve(
-        curve,
-        data,
+    launched = dist.is_initialized()
+    kw = dict(
         grid=_pair(cfg.grid),
         margin=_pair(cfg.margin),
         curve_points=cfg.curve_points,
         wd=curve_wd(cfg, ckpt),
         bn_samples=cfg.bn_samples,
         batch_size=cfg.batch_size,
-        progress=cfg.progress,
-        partial=out / "plane-partial",
+        progress=cfg.progress and rank == 0,
         save_every_s=cfg.save_every_s,
     )
+    if shard is not None:
+        k, n = shard
+        evaluate_plane_through_curve(
+            curve, data, partial=out / f"plane-shard{k}of{n}", shard=shard, **kw
+        )
+        if not launched:
+            log.info("shard %d of %d done; merge with merge=true num_shards=%d", k, n, n)
+            return None
+        dist.barrier()
+        if rank == 0:
+            gx, gy = (kw["grid"], kw["grid"]) if isinstance(kw["grid"], int) else kw["grid"]
+            _merge(out, n, gx * gy)
+        dist.barrier()
+        dist.destroy_process_group()
+        if rank != 0:
+            return None
+    elif cfg.merge:
+        gx, gy = (kw["grid"], kw["grid"]) if isinstance(kw["grid"], int) else kw["grid"]
+        _merge(out, cfg.num_shards, gx * gy)
+    result = evaluate_plane_through_curve(curve, data, partial=out / "plane-partial", **kw)
     result.save(out / "plane")
     save_figure(plot_plane(result), out / "plane")
     log.info(

@@ -1,0 +1,125 @@
+"""A plane split into shards (separate jobs, or torchrun ranks) equals one process's plane."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from modeconn.apps import connect, plane, train
+from modeconn.apps.common import CONFIG_PATH
+
+TINY = [
+    "model.args.widths=[4,8,8]",
+    "model.args.hidden=16",
+    "optim.epochs=1",
+    "optim.batch_size=256",
+    "progress=false",
+]
+
+
+def _cfg(name, overrides):
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def curve_file(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("shards")
+    for seed in (1, 2):
+        train.run(_cfg("train", [*TINY, f"seed={seed}", f"checkpoint={tmp / f'e{seed}.pt'}"]))
+    out = tmp / "curve.pt"
+    connect.run(
+        _cfg(
+            "connect",
+            [
+                f"start={tmp / 'e1.pt'}",
+                f"end={tmp / 'e2.pt'}",
+                "optim.epochs=1",
+                "progress=false",
+                f"checkpoint={out}",
+            ],
+        )
+    )
+    return out
+
+
+def _plane(curve_file, out, *extra):
+    return plane.run(
+        _cfg(
+            "plane",
+            [
+                f"curve_ckpt={curve_file}",
+                "grid=[4,3]",
+                "save_every_s=0",
+                "progress=false",
+                f"out={out}",
+                *extra,
+            ],
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def single(curve_file, tmp_path_factory):
+    return _plane(curve_file, tmp_path_factory.mktemp("single"))
+
+
+def test_separate_shard_jobs_merge_to_the_single_process_plane(curve_file, single, tmp_path):
+    for k in range(3):
+        assert _plane(curve_file, tmp_path, f"shard={k}", "num_shards=3") is None
+    merged = _plane(curve_file, tmp_path, "merge=true", "num_shards=3")
+    assert np.allclose(merged.train_loss, single.train_loss, rtol=1e-6)
+    assert np.array_equal(merged.test_error, single.test_error)
+    assert not list(tmp_path.glob("plane-shard*"))  # shard files removed after the merge
+
+
+def test_merge_refuses_when_a_shard_is_missing(curve_file, tmp_path):
+    _plane(curve_file, tmp_path, "shard=0", "num_shards=2")
+    with pytest.raises(FileNotFoundError, match="plane-shard1of2"):
+        _plane(curve_file, tmp_path, "merge=true", "num_shards=2")
+
+
+def test_merge_refuses_shards_of_different_configurations(curve_file, tmp_path):
+    _plane(curve_file, tmp_path, "shard=0", "num_shards=2")
+    other = tmp_path / "other"
+    _plane(curve_file, other, "shard=1", "num_shards=2", "margin=0.5")
+    shutil.copy(other / "plane-shard1of2.npz", tmp_path)
+    shutil.copy(other / "plane-shard1of2.json", tmp_path)
+    with pytest.raises(ValueError, match="different jobs; differing keys: x, y"):
+        _plane(curve_file, tmp_path, "merge=true", "num_shards=2")
+
+
+def test_two_gloo_ranks_under_torchrun_equal_one_process(curve_file, single, tmp_path):
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "modeconn.apps.plane",
+        f"curve_ckpt={curve_file}",
+        "grid=[4,3]",
+        "save_every_s=0",
+        "progress=false",
+        f"out={tmp_path}",
+    ]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from modeconn.plane import PlaneResult
+
+    merged = PlaneResult.load(tmp_path / "plane")
+    assert np.allclose(merged.train_loss, single.train_loss, rtol=1e-6)
+    assert np.array_equal(merged.test_error, single.test_error)
