@@ -169,7 +169,7 @@ def test_curve_with_more_bends_than_the_plane_holds_leaves_it(data):
     assert result.curve_distance.max() > 1.0
 
 
-@pytest.mark.parametrize("grid", [1, (2, 1), (3,), (2, 2, 2), 2.5, True])
+@pytest.mark.parametrize("grid", [1, -3, (2, 1), (3,), (2, 2, 2), 2.5, True])
 def test_invalid_grid_raises(bezier, data, grid):
     with pytest.raises(ValueError, match="grid"):
         evaluate_plane_through_curve(bezier, data, grid=grid, progress=False)
