@@ -119,6 +119,22 @@ class PathResult(SavedResult):
         return barrier(self.ts, getattr(self, metric))
 
 
+def point_metrics(
+    model, space: WeightSpace, point, data, wd: float, bn_samples, batch_size
+) -> dict[str, float]:
+    """The six METRICS of one flat weight point (loss = nll + 0.5 * wd * ||point||^2)."""
+    l2 = 0.5 * wd * WeightSpace.dot(point, point).item() if wd else 0.0
+    res = evaluate_point(
+        model, space.unflatten(point), data, bn_samples=bn_samples, batch_size=batch_size
+    )
+    node = {}
+    for split in ("train", "test"):
+        node[f"{split}_nll"] = res[split].nll
+        node[f"{split}_error"] = res[split].error
+        node[f"{split}_loss"] = res[split].nll + l2
+    return node
+
+
 def _as_ts(ts: int | Sequence[float]) -> np.ndarray:
     if isinstance(ts, (int, np.integer)) and not isinstance(ts, bool):
         if ts < 2:
@@ -180,16 +196,7 @@ def evaluate_path(
             prev = point
             if job is not None and job.done[k]:
                 continue
-            l2 = 0.5 * wd * WeightSpace.dot(point, point).item() if wd else 0.0
-            weights = curve.space.unflatten(point)
-            res = evaluate_point(
-                curve.model, weights, data, bn_samples=bn_samples, batch_size=batch_size
-            )
-            node = {}
-            for split in ("train", "test"):
-                node[f"{split}_nll"] = res[split].nll
-                node[f"{split}_error"] = res[split].error
-                node[f"{split}_loss"] = res[split].nll + l2
+            node = point_metrics(curve.model, curve.space, point, data, wd, bn_samples, batch_size)
             if job is None:
                 for name, value in node.items():
                     values[name][k] = value

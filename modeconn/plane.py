@@ -28,8 +28,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from modeconn.curves import Curve, curve_args
-from modeconn.evaluation import evaluate_point
-from modeconn.path import METRICS
+from modeconn.path import METRICS, point_metrics
 from modeconn.store import PartialGrid, SavedResult, plain_meta
 from modeconn.weights import WeightSpace, fingerprint
 
@@ -359,15 +358,7 @@ def evaluate_plane(
     with torch.no_grad():
         for i, j in tqdm(nodes, desc="plane", disable=not progress, leave=False):
             point = plane.point(xs[i], ys[j])
-            l2 = 0.5 * wd * WeightSpace.dot(point, point).item() if wd else 0.0
-            res = evaluate_point(
-                model, space.unflatten(point), data, bn_samples=bn_samples, batch_size=batch_size
-            )
-            node = {}
-            for split in ("train", "test"):
-                node[f"{split}_nll"] = res[split].nll
-                node[f"{split}_error"] = res[split].error
-                node[f"{split}_loss"] = res[split].nll + l2
+            node = point_metrics(model, space, point, data, wd, bn_samples, batch_size)
             if job is None:
                 for name, value in node.items():
                     values[name][i, j] = value

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import TinyNet
 
-import modeconn.plane
+import modeconn.path
 from modeconn.curves import Bezier
 from modeconn.data import load_dataset
 from modeconn.plane import evaluate_plane_through_curve
@@ -23,13 +23,14 @@ GRID = (5, 4)
 JOB = """
 import sys, time, torch
 sys.path.insert(0, {tests!r})
+import modeconn.path
 import modeconn.plane
 from test_resume import make_curve, make_data
-slow = modeconn.plane.evaluate_point
+slow = modeconn.path.evaluate_point
 def delayed(*args, **kwargs):
     time.sleep(0.25)
     return slow(*args, **kwargs)
-modeconn.plane.evaluate_point = delayed
+modeconn.path.evaluate_point = delayed  # every plane node goes through it
 modeconn.plane.evaluate_plane_through_curve(
     make_curve(), make_data(), grid={grid}, partial={partial!r}, save_every_s=0, progress=False)
 """
@@ -69,13 +70,13 @@ def test_killed_plane_job_resumes_to_the_uninterrupted_result(tmp_path, monkeypa
     assert 4 <= finished < GRID[0] * GRID[1], "the job must be killed part-way"
 
     calls = []
-    original = modeconn.plane.evaluate_point
+    original = modeconn.path.evaluate_point
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(modeconn.plane, "evaluate_point", counting)
+    monkeypatch.setattr(modeconn.path, "evaluate_point", counting)
     data = make_data()
     resumed = evaluate_plane_through_curve(
         make_curve(), data, grid=GRID, partial=partial, save_every_s=0, progress=False
