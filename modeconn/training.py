@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -157,8 +158,14 @@ def fit(
         optimizer.load_state_dict(ckpt.training["optimizer"])
         _set_rng_state(generator, ckpt.training["rng"])
 
+    # Under torchrun: every rank draws the same order and the same t (same generator), takes
+    # its share of each batch, and gradients are averaged (DistributedDataParallel's rule,
+    # weighted by share size) so the run equals one process with the same batch size.
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    rank = dist.get_rank() if world > 1 else 0
+
     def save(epoch: int) -> None:
-        if result.checkpoint is None:
+        if result.checkpoint is None or rank != 0:
             return
         save_checkpoint(
             result.checkpoint,
@@ -177,7 +184,7 @@ def fit(
     bar = tqdm(
         range(start_epoch, config.epochs),
         desc=meta["kind"],
-        disable=not config.progress,
+        disable=not config.progress or rank != 0,
         initial=start_epoch,
         total=config.epochs,
     )
@@ -192,6 +199,16 @@ def fit(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            share = 1.0
+            if world > 1:
+                share = len(y[rank::world]) / len(y)
+                x, y = x[rank::world], y[rank::world]
+                if not len(y):  # a last batch smaller than the number of ranks
+                    for p in params:
+                        p.grad = torch.zeros_like(p)
+                    _all_reduce_grads(params, 0.0)
+                    optimizer.step()
+                    continue
             loss, logits = step(x, y, generator)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -201,10 +218,16 @@ def fit(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if world > 1:
+                _all_reduce_grads(params, share)
             optimizer.step()
             loss_sum += loss.item() * len(y)
             wrong += (logits.argmax(1) != y).sum().item()
             seen += len(y)
+        if world > 1:
+            totals = torch.tensor([loss_sum, wrong, seen], dtype=torch.float64, device=device)
+            dist.all_reduce(totals)
+            loss_sum, wrong, seen = totals[0].item(), int(totals[1].item()), int(totals[2].item())
         record = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -220,6 +243,15 @@ def fit(
         for callback in callbacks:
             callback(done, record)
     return result
+
+
+def _all_reduce_grads(params: Sequence[nn.Parameter], share: float) -> None:
+    """Sum over ranks of share * gradient: the gradient of the mean loss over the batch."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        p.grad.mul_(share)
+        dist.all_reduce(p.grad)
 
 
 def train_endpoint(

@@ -123,3 +123,66 @@ def test_two_gloo_ranks_under_torchrun_equal_one_process(curve_file, single, tmp
     merged = PlaneResult.load(tmp_path / "plane")
     assert np.allclose(merged.train_loss, single.train_loss, rtol=1e-6)
     assert np.array_equal(merged.test_error, single.test_error)
+
+
+@pytest.mark.parametrize("app,kind", [("train", "endpoint"), ("connect", "curve")])
+def test_two_gloo_ranks_train_like_one_process(app, kind, curve_file, tmp_path):
+    """Ranks split every batch and share t; the weights equal a one-process run's."""
+    import torch
+
+    from modeconn.store import load_checkpoint
+
+    if app == "train":
+        args = [
+            "model=mlp",
+            "model.args.hidden=[32]",
+            "optim.epochs=2",
+            "optim.batch_size=100",
+            "progress=false",
+        ]
+    else:  # connect the ConvFC endpoints of the fixture (no BatchNorm, no dropout)
+        ckpts = curve_file.parent
+        args = [
+            f"start={ckpts / 'e1.pt'}",
+            f"end={ckpts / 'e2.pt'}",
+            "optim.epochs=2",
+            "optim.batch_size=100",
+            "progress=false",
+        ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "OMP_NUM_THREADS": "1",
+    }
+    port = "29518" if app == "train" else "29519"
+    for name, launcher in (
+        ("one", [sys.executable, "-m", f"modeconn.apps.{app}"]),
+        (
+            "two",
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc-per-node",
+                "2",
+                "--master-port",
+                port,
+                "-m",
+                f"modeconn.apps.{app}",
+            ],
+        ),
+    ):
+        done = subprocess.run(
+            [*launcher, *args, f"checkpoint={tmp_path / name}.pt"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    one = load_checkpoint(tmp_path / "one.pt", expect=kind)
+    two = load_checkpoint(tmp_path / "two.pt", expect=kind)
+    assert two.finished and one.state.keys() == two.state.keys()
+    for key, value in one.state.items():
+        assert torch.allclose(value, two.state[key], rtol=1e-4, atol=1e-6), key

@@ -76,3 +76,27 @@ def out_dir(cfg: DictConfig, source: str) -> Path:
 def curve_wd(cfg: DictConfig, ckpt) -> float:
     """The weight decay of reported losses: the config's, else the curve's training wd."""
     return float(cfg.wd) if cfg.wd is not None else float(ckpt.meta.get("wd", 0.0))
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size); joins torchrun's process group (NCCL on GPU, gloo on CPU)."""
+    import os
+
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def finish_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -14,6 +14,8 @@ from omegaconf import DictConfig
 from modeconn.apps.common import (
     CONFIG_PATH,
     dataset_from,
+    finish_distributed,
+    init_distributed,
     log,
     pick_device,
     plain,
@@ -38,7 +40,11 @@ def curve_path(cfg: DictConfig) -> Path:
 
 
 def run(cfg: DictConfig) -> dict:
-    """Train (or resume) the curve the config describes; returns its path and t=0.5 metrics."""
+    """Train (or resume) the curve the config describes; returns its path and t=0.5 metrics.
+
+    Under torchrun the ranks split every batch and share each step's t; rank 0 reports.
+    """
+    rank, _ = init_distributed()
     device = pick_device(cfg.device)
     start, start_ckpt = load_endpoint(cfg.start)
     end, end_ckpt = load_endpoint(cfg.end)
@@ -62,6 +68,9 @@ def run(cfg: DictConfig) -> dict:
     train_curve(
         curve, data, train_config(cfg.optim, cfg.seed, cfg.progress), checkpoint=path, meta=meta
     )
+    finish_distributed()
+    if rank != 0:
+        return {"checkpoint": str(path)}
     middle = evaluate_point(curve.model, curve.weights(0.5), data)
     log.info(
         "curve %s at t=0.5: train nll %.4f, test error %.2f %%",

@@ -8,17 +8,16 @@ multirun on SLURM) followed by `merge=true num_shards=N`. Every shard resumes af
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import hydra
-import torch
 import torch.distributed as dist
 from omegaconf import DictConfig
 
 from modeconn.apps.common import (
     CONFIG_PATH,
     curve_wd,
+    init_distributed,
     load_curve_and_data,
     log,
     out_dir,
@@ -37,13 +36,8 @@ def _pair(value):
 
 def _shard(cfg: DictConfig) -> tuple[tuple[int, int] | None, int]:
     """(shard, rank): from torchrun's environment if launched by it, else from the config."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world = init_distributed()
     if world > 1:
-        rank = int(os.environ["RANK"])
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         return (rank, world), rank
     if cfg.num_shards < 1 or not 0 <= cfg.shard < cfg.num_shards:
         raise ValueError(

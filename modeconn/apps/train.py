@@ -14,6 +14,8 @@ from omegaconf import DictConfig
 from modeconn.apps.common import (
     CONFIG_PATH,
     dataset_from,
+    finish_distributed,
+    init_distributed,
     log,
     pick_device,
     plain,
@@ -33,7 +35,12 @@ def endpoint_path(cfg: DictConfig) -> Path:
 
 
 def run(cfg: DictConfig) -> dict:
-    """Train (or resume) the endpoint the config describes; returns its path and test metrics."""
+    """Train (or resume) the endpoint the config describes; returns its path and test metrics.
+
+    Under `torchrun --nproc-per-node N` the ranks split every batch (same result as one
+    process with the same batch size); rank 0 writes the checkpoint and reports.
+    """
+    rank, _ = init_distributed()
     device = pick_device(cfg.device)
     data = dataset_from(cfg.dataset.name, cfg.dataset.root, cfg.dataset.download, device)
     config = train_config(cfg.optim, cfg.seed, cfg.progress)
@@ -52,6 +59,9 @@ def run(cfg: DictConfig) -> dict:
         "dataset_root": cfg.dataset.root,
     }
     result = train_endpoint(model, data, config, checkpoint=path, meta=meta)
+    finish_distributed()
+    if rank != 0:
+        return {"checkpoint": str(path)}
     if result.resumed_from_epoch:
         log.info("resumed %s from epoch %d", path, result.resumed_from_epoch)
     scores = evaluate_point(model, None, data)
