@@ -1,7 +1,9 @@
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from torch import nn
 
+from modeconn.apps.common import CONFIG_PATH
 from modeconn.curves import Bezier
 from modeconn.data import load_dataset
 
@@ -48,3 +50,9 @@ def bezier():
     with torch.no_grad():
         curve.bends.add_(torch.randn_like(curve.bends))
     return curve
+
+
+def compose_app(name: str, overrides: list[str]):
+    """An app's config as Hydra composes it from conf/, with command-line overrides."""
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)

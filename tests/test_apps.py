@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_app
 
 from modeconn.apps import connect, train
-from modeconn.apps.common import CONFIG_PATH
 from modeconn.store import load_checkpoint, load_curve, load_endpoint, save_checkpoint
 
 TINY = [
@@ -22,17 +21,12 @@ TINY = [
 ]
 
 
-def _cfg(name, overrides):
-    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
-
-
 @pytest.fixture
 def trained(tmp_path):
     paths = []
     for seed in (1, 2):
         p = tmp_path / f"ep{seed}.pt"
-        train.run(_cfg("train", [*TINY, f"seed={seed}", f"checkpoint={p}"]))
+        train.run(compose_app("train", [*TINY, f"seed={seed}", f"checkpoint={p}"]))
         paths.append(p)
     return paths
 
@@ -50,7 +44,7 @@ def test_train_app_writes_a_finished_endpoint_checkpoint(trained):
 def curve_file(trained, tmp_path):
     out = tmp_path / "curve.pt"
     overrides = [f"start={trained[0]}", f"end={trained[1]}", "optim.epochs=1", "progress=false"]
-    connect.run(_cfg("connect", [*overrides, f"checkpoint={out}"]))
+    connect.run(compose_app("connect", [*overrides, f"checkpoint={out}"]))
     return out
 
 
@@ -63,10 +57,10 @@ def test_connect_app_trains_a_curve_that_reloads(trained, curve_file):
 
 def test_connect_refuses_endpoints_of_different_architectures(trained, tmp_path):
     other = tmp_path / "wide.pt"
-    train.run(_cfg("train", [*TINY, "model.args.hidden=32", f"checkpoint={other}"]))
+    train.run(compose_app("train", [*TINY, "model.args.hidden=32", f"checkpoint={other}"]))
     with pytest.raises(ValueError, match="model_args"):
         connect.run(
-            _cfg(
+            compose_app(
                 "connect",
                 [
                     f"start={trained[0]}",
@@ -81,13 +75,13 @@ def test_connect_refuses_endpoints_of_different_architectures(trained, tmp_path)
 def test_curve_checkpoint_passed_as_endpoint_is_refused(trained, curve_file, tmp_path):
     overrides = [f"start={curve_file}", f"end={trained[1]}", "progress=false"]
     with pytest.raises(ValueError, match="is a curve checkpoint, but an endpoint"):
-        connect.run(_cfg("connect", [*overrides, f"checkpoint={tmp_path / 'c2.pt'}"]))
+        connect.run(compose_app("connect", [*overrides, f"checkpoint={tmp_path / 'c2.pt'}"]))
 
 
 def test_unknown_model_name_lists_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="convfc"):
         train.run(
-            _cfg(
+            compose_app(
                 "train",
                 [*TINY, "model.name=resnet9000", "~model.args", f"checkpoint={tmp_path / 'x.pt'}"],
             )
@@ -97,14 +91,16 @@ def test_unknown_model_name_lists_valid_ones(tmp_path):
 def test_unknown_dataset_name_lists_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="digits"):
         train.run(
-            _cfg("train", [*TINY, "dataset.name=imagenet42", f"checkpoint={tmp_path / 'x.pt'}"])
+            compose_app(
+                "train", [*TINY, "dataset.name=imagenet42", f"checkpoint={tmp_path / 'x.pt'}"]
+            )
         )
 
 
 def test_missing_data_root_says_where_the_files_must_be(tmp_path):
     with pytest.raises(FileNotFoundError, match="cifar-10-batches-py.*download"):
         train.run(
-            _cfg(
+            compose_app(
                 "train",
                 [
                     *TINY,
@@ -141,7 +137,7 @@ def test_checkpoint_of_another_architecture_names_the_first_mismatched_tensor(tr
 
 def test_unfinished_endpoint_cannot_be_connected(tmp_path):
     p = tmp_path / "partial.pt"
-    train.run(_cfg("train", [*TINY, f"checkpoint={p}"]))
+    train.run(compose_app("train", [*TINY, f"checkpoint={p}"]))
     ckpt = load_checkpoint(p)
     save_checkpoint(p, "endpoint", ckpt.state, {**ckpt.meta, "finished": False, "epoch": 1})
     with pytest.raises(ValueError, match="unfinished training run \\(epoch 1 of 2\\)"):
@@ -177,11 +173,11 @@ def test_unknown_config_key_is_refused_by_name():
     from hydra.errors import ConfigCompositionException
 
     with pytest.raises(ConfigCompositionException, match="foo"):
-        _cfg("train", ["foo=1"])
+        compose_app("train", ["foo=1"])
 
 
 def test_unknown_config_group_choice_lists_the_options():
     from hydra.errors import MissingConfigException
 
     with pytest.raises(MissingConfigException, match="convfc"):
-        _cfg("train", ["model=resnet9000"])
+        compose_app("train", ["model=resnet9000"])

@@ -4,10 +4,9 @@ import json
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_app
 
 from modeconn.apps import demo, fge
-from modeconn.apps.common import CONFIG_PATH
 from modeconn.path import PathResult
 
 
@@ -22,8 +21,7 @@ def demo_run(tmp_path_factory):
         "ensemble_points=11",
         "progress=false",
     ]
-    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-        cfg = compose(config_name="demo", overrides=overrides)
+    cfg = compose_app("demo", overrides)
     return demo.run(cfg), tmp
 
 
@@ -63,16 +61,15 @@ def test_demo_summary_table_compares_line_and_curve(demo_run):
 
 def test_fge_app_runs_from_a_demo_endpoint(demo_run):
     tmp = demo_run[1]
-    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-        cfg = compose(
-            config_name="fge",
-            overrides=[
-                f"start={tmp / 'ckpt' / 'digits-seed1.pt'}",
-                "cycles=2",
-                "cycle=2",
-                f"out={tmp / 'fge'}",
-                "progress=false",
-            ],
-        )
+    cfg = compose_app(
+        "fge",
+        [
+            f"start={tmp / 'ckpt' / 'digits-seed1.pt'}",
+            "cycles=2",
+            "cycle=2",
+            f"out={tmp / 'fge'}",
+            "progress=false",
+        ],
+    )
     result = fge.run(cfg)
     assert len(result.snapshot_epochs) == 2 and (tmp / "fge" / "fge.png").exists()

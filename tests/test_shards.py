@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_app
 
 from modeconn.apps import connect, plane, train
-from modeconn.apps.common import CONFIG_PATH
 
 TINY = [
     "model.args.widths=[4,8,8]",
@@ -22,19 +21,16 @@ TINY = [
 ]
 
 
-def _cfg(name, overrides):
-    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
-
-
 @pytest.fixture(scope="module")
 def curve_file(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("shards")
     for seed in (1, 2):
-        train.run(_cfg("train", [*TINY, f"seed={seed}", f"checkpoint={tmp / f'e{seed}.pt'}"]))
+        train.run(
+            compose_app("train", [*TINY, f"seed={seed}", f"checkpoint={tmp / f'e{seed}.pt'}"])
+        )
     out = tmp / "curve.pt"
     connect.run(
-        _cfg(
+        compose_app(
             "connect",
             [
                 f"start={tmp / 'e1.pt'}",
@@ -50,7 +46,7 @@ def curve_file(tmp_path_factory):
 
 def _plane(curve_file, out, *extra):
     return plane.run(
-        _cfg(
+        compose_app(
             "plane",
             [
                 f"curve_ckpt={curve_file}",
