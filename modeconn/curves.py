@@ -94,18 +94,14 @@ class Curve(nn.Module):
         backward pass (dL/dphi += wd * phi) without adding the term to any loss: the
         training step adds its value separately. One fused pass instead of four.
         """
-        c = self.coefficients(t).to(self.endpoints.dtype)
+        c = self.coefficients(t).tolist()
         if not (torch.is_grad_enabled() and self.bends.requires_grad):
             if c[0] == 1:  # the endpoints themselves, no arithmetic
                 return self.start
             if c[-1] == 1:
                 return self.end
-        c_fixed = torch.stack([c[0], c[-1]]).to(self.endpoints.device)
-        if not self.num_bends:
-            return torch.mv(self.endpoints.t(), c_fixed)
-        return _CurvePoint.apply(
-            self.bends, self.endpoints, c_fixed, c[1:-1].to(self.endpoints.device), wd
-        )
+            return _combine(_terms(self.bends, self.endpoints, c))
+        return _CurvePoint.apply(self.bends, self.endpoints, c, wd)
 
     def weights(self, t: float | Tensor) -> dict[str, Tensor]:
         """phi(t) as a name->tensor dict in the wrapped network's parameter names."""
@@ -124,27 +120,138 @@ class Curve(nn.Module):
         self.last_t = _as_t(t)
         return self.run(x, self.point(self.last_t))
 
+    def train_output(self, x: Tensor, t: float, wd: float = 0.0) -> tuple[Tensor, Tensor]:
+        """(network output at phi(t), ||phi(t)||^2) for a training step on the bends.
+
+        The gradient of a loss on the output reaches the bends with the regulariser
+        0.5 * wd * ||phi(t)||^2 folded in (its value is the second output times wd / 2, to
+        add to the loss), through one fused pass per control point (`_CurveWeights`).
+        Without gradients (bends frozen or no_grad) the second output is still ||phi||^2.
+        """
+        self.last_t = _as_t(t)
+        c = self.coefficients(t).tolist()
+        if not (torch.is_grad_enabled() and self.bends.requires_grad and self.num_bends):
+            point = self.point(t)
+            return self.run(x, point), torch.dot(point, point).detach()
+        scale = c[1] if self.num_bends == 1 else None
+        *pieces, sq = _CurveWeights.apply(self.bends, self.endpoints, c, wd, self.space, scale)
+        out = functional_call(self.model, dict(zip(self.space.names, pieces, strict=True)), (x,))
+        if scale is not None:
+            out = _ScaleGrad.apply(out, scale)
+        return out, sq
+
+
+def _combine(terms: list[tuple[Tensor, float]]) -> Tensor:
+    """sum_k c_k w_k over (w_k, c_k) pairs, in as few passes over memory as possible.
+
+    Terms with c_k = 0 are skipped. When the coefficients sum to 1 (Bezier and polygonal
+    chains) the sum is a chain of in-place `lerp`s, one read-read-write pass per extra term;
+    otherwise scaled additions. (BLAS matrix-vector products with 2-3 columns run at a
+    fraction of memory bandwidth, which is what this replaces.)
+    """
+    terms = [(w, c) for w, c in terms if c != 0.0] or terms[:1]
+    if len(terms) == 1 or abs(sum(c for _, c in terms) - 1.0) > 1e-12:
+        out = torch.mul(terms[0][0], terms[0][1])
+        for w, c in terms[1:]:
+            out.add_(w, alpha=c)
+        return out
+    (w0, c0), (w1, c1) = terms[:2]
+    out = torch.lerp(w0, w1, c1 / (c0 + c1))  # (c0 w0 + c1 w1) / (c0 + c1)
+    total = c0 + c1
+    for w, c in terms[2:]:
+        total += c
+        out.lerp_(w, c / total)
+    return out
+
+
+def _terms(bends: Tensor, endpoints: Tensor, c: list[float]) -> list[tuple[Tensor, float]]:
+    rows = [endpoints[0], *bends.unbind(0), endpoints[1]]
+    return list(zip(rows, c, strict=True))
+
 
 class _CurvePoint(torch.autograd.Function):
-    """phi = endpoints^T c_fixed + bends^T c_bends, with dL/dbends = c_bends (g + wd phi)^T.
+    """phi = sum_k c_k w_k, with dL/dbends = c_bends (g + wd phi)^T.
 
-    Equal to the autograd of the two products (plus 0.5 wd ||phi||^2 when wd > 0) but reads
-    each control point once and writes the bends' gradient in one outer product.
+    Equal to the autograd of the sum (plus 0.5 wd ||phi||^2 when wd > 0) but reads each
+    control point with a non-zero coefficient once and writes each bend's gradient once.
     """
 
     @staticmethod
-    def forward(ctx, bends, endpoints, c_fixed, c_bends, wd):  # noqa: D102
-        phi = torch.addmv(torch.mv(endpoints.t(), c_fixed), bends.t(), c_bends)
-        ctx.save_for_backward(phi, c_bends)
-        ctx.wd = wd
+    def forward(ctx, bends, endpoints, c, wd):  # noqa: D102
+        phi = _combine(_terms(bends, endpoints, c))
+        ctx.save_for_backward(phi)
+        ctx.c_bends, ctx.wd = c[1:-1], wd
         return phi
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
-        phi, c_bends = ctx.saved_tensors
+        (phi,) = ctx.saved_tensors
         if ctx.wd:
             grad = torch.add(grad, phi, alpha=ctx.wd)
-        return torch.outer(c_bends, grad), None, None, None, None
+        return _scaled_rows(grad, ctx.c_bends, owned=ctx.wd != 0), None, None, None
+
+
+def _scaled_rows(grad: Tensor, c: list[float], owned: bool) -> Tensor:
+    """The (K-1, D) bends' gradient: row k = c_k * grad. `owned`: grad may be scaled in place."""
+    if len(c) == 1 and owned:
+        return grad.mul_(c[0])[None]
+    out = grad.new_empty((len(c), grad.shape[0]))
+    for k, ck in enumerate(c):
+        torch.mul(grad, ck, out=out[k])
+    return out
+
+
+class _CurveWeights(torch.autograd.Function):
+    """phi(t) as the network's parameter tensors, plus ||phi||^2, for a training step.
+
+    The forward pass returns the pieces of phi as views (so the network's parameter
+    gradients arrive one by one) and the backward pass writes g + wd * phi straight into the
+    bends' gradient piece by piece: no concatenation of the network's gradients, one pass.
+    With `scale` = c_1 of a single bend, the caller has already scaled the incoming gradient
+    by c_1 (`_ScaleGrad` on the network output, a few numbers per sample), so the bend's
+    gradient c_1 (g + wd phi) is a single fused addition.
+    """
+
+    @staticmethod
+    def forward(ctx, bends, endpoints, c, wd, space, scale):  # noqa: D102
+        phi = _combine(_terms(bends, endpoints, c))
+        sq = torch.dot(phi, phi) if wd else phi.new_zeros(())
+        ctx.mark_non_differentiable(sq)
+        ctx.save_for_backward(phi)
+        ctx.c_bends, ctx.wd, ctx.space, ctx.scale = c[1:-1], wd, space, scale
+        pieces = torch.split(phi, space.numels)
+        return (*(p.view(s) for p, s in zip(pieces, space.shapes, strict=True)), sq)
+
+    @staticmethod
+    def backward(ctx, *grads):  # noqa: D102
+        (phi,) = ctx.saved_tensors
+        full = phi.new_empty(phi.shape)
+        alpha = ctx.wd * (ctx.scale if ctx.scale is not None else 1.0)
+        for g, p, out in zip(
+            grads[:-1], torch.split(phi, ctx.space.numels), torch.split(full, ctx.space.numels)
+        ):
+            if g is None:  # a parameter the network did not use
+                torch.mul(p, alpha, out=out)
+            elif alpha:
+                torch.add(g.reshape(-1), p, alpha=alpha, out=out)
+            else:
+                out.copy_(g.reshape(-1))
+        if ctx.scale is not None:
+            return full[None], None, None, None, None, None
+        return _scaled_rows(full, ctx.c_bends, owned=True), None, None, None, None, None
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by `scale` in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x, scale):  # noqa: D102
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        return grad * ctx.scale, None
 
 
 class Bezier(Curve):

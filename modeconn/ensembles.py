@@ -359,8 +359,8 @@ def fge(
         if epoch % cycle == half:
             snapshots.append((epoch, params()))
 
-    def step(x: Tensor, target: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        logits = work(x)
+    def step(net: nn.Module, x: Tensor, target: Tensor, g: torch.Generator):
+        logits = net(x)
         return F.cross_entropy(logits, target), logits
 
     config = TrainConfig(

@@ -110,7 +110,7 @@ def _set_rng_state(generator: torch.Generator, state: Mapping[str, Any]) -> None
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-StepFn = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
+StepFn = Callable[[nn.Module, Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
 
 
 def fit(
@@ -127,11 +127,17 @@ def fit(
     weight_decay: float = 0.0,
     callbacks: Sequence[Callable[[int, dict[str, float]], None]] = (),
     lr_fn: Callable[[float], float] | None = None,
+    broadcast_buffers: bool = True,
+    extra_state: tuple[Callable[[], Any], Callable[[Any], None]] | None = None,
 ) -> TrainResult:
-    """The shared SGD loop. `step(x, y, generator) -> (loss, logits)` computes one batch.
+    """The shared SGD loop. `step(net, x, y, generator) -> (loss, logits)` computes one batch
+    by calling `net`: `module` itself, or under torchrun its DistributedDataParallel wrapper.
 
     `lr_fn(epochs_done)` gives the learning rate at a fractional epoch (default: the paper's
-    schedule over `config.epochs`); `callbacks(epoch, record)` run after each epoch.
+    schedule over `config.epochs`); `callbacks(epoch, record)` run after each epoch, before
+    its checkpoint is written. `extra_state = (get, set)`: more state to checkpoint and
+    restore on resume (what the callbacks collect). `broadcast_buffers`: DDP's option (rank
+    0's buffers, e.g. BatchNorm statistics, sent to all ranks before each step).
     """
     if lr_fn is None:
         lr_fn = lambda e: lr_schedule(config.lr, e / config.epochs)  # noqa: E731
@@ -157,12 +163,26 @@ def fit(
             return result
         optimizer.load_state_dict(ckpt.training["optimizer"])
         _set_rng_state(generator, ckpt.training["rng"])
+        if extra_state is not None:
+            extra_state[1](ckpt.training.get("extra"))
 
     # Under torchrun: every rank draws the same order and the same t (same generator), takes
-    # its share of each batch, and gradients are averaged (DistributedDataParallel's rule,
-    # weighted by share size) so the run equals one process with the same batch size.
+    # its share x[rank::world] of each batch, and DistributedDataParallel averages the
+    # gradients. Each rank's loss is scaled by world * share / batch before the backward
+    # pass, so the average is the gradient of the whole batch's mean loss: the run equals one
+    # process with the same batch size even when the batch does not split evenly.
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     rank = dist.get_rank() if world > 1 else 0
+    device = params[0].device if params else next(module.buffers()).device
+    net = module
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(
+            module,
+            device_ids=[device] if device.type == "cuda" else None,
+            broadcast_buffers=broadcast_buffers,
+        )
 
     def save(epoch: int) -> None:
         if result.checkpoint is None or rank != 0:
@@ -176,10 +196,10 @@ def fit(
                 "optimizer": optimizer.state_dict(),
                 "rng": _rng_state(generator),
                 "history": result.history,
+                "extra": extra_state[0]() if extra_state is not None else None,
             },
         )
 
-    device = params[0].device if params else next(module.buffers()).device
     steps = math.ceil(len(data.train_y) / config.batch_size)
     bar = tqdm(
         range(start_epoch, config.epochs),
@@ -199,31 +219,31 @@ def fit(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            share = 1.0
+            scale, counted = 1.0, True
             if world > 1:
-                share = len(y[rank::world]) / len(y)
-                x, y = x[rank::world], y[rank::world]
-                if not len(y):  # a last batch smaller than the number of ranks
-                    for p in params:
-                        p.grad = torch.zeros_like(p)
-                    _all_reduce_grads(params, 0.0)
-                    optimizer.step()
-                    continue
-            loss, logits = step(x, y, generator)
-            if not torch.isfinite(loss):
+                if len(y) >= world:
+                    scale = world * len(y[rank::world]) / len(y)
+                    x, y = x[rank::world], y[rank::world]
+                else:  # a last batch smaller than the number of ranks: all ranks take it whole
+                    counted = rank == 0
+            loss, logits = step(net, x, y, generator)
+            value = loss.detach()
+            if world > 1:  # every rank stops together, never one alone in a collective
+                value = value.clone()
+                dist.all_reduce(value, op=dist.ReduceOp.MAX)
+            if not torch.isfinite(value):
                 raise FloatingPointError(
-                    f"the training loss became {loss.item()} at epoch {epoch + 1}, step {i + 1} "
+                    f"the training loss became {value.item()} at epoch {epoch + 1}, step {i + 1} "
                     f"(lr={lr:.4g}). Lower the learning rate (optim.lr); the last checkpoint "
                     "is intact."
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if world > 1:
-                _all_reduce_grads(params, share)
+            (loss * scale if scale != 1.0 else loss).backward()
             optimizer.step()
-            loss_sum += loss.item() * len(y)
-            wrong += (logits.argmax(1) != y).sum().item()
-            seen += len(y)
+            if counted:
+                loss_sum += loss.item() * len(y)
+                wrong += (logits.argmax(1) != y).sum().item()
+                seen += len(y)
         if world > 1:
             totals = torch.tensor([loss_sum, wrong, seen], dtype=torch.float64, device=device)
             dist.all_reduce(totals)
@@ -238,20 +258,11 @@ def fit(
         result.history.append(record)
         bar.set_postfix(loss=f"{record['train_loss']:.4f}", err=f"{record['train_error']:.2f}")
         done = epoch + 1
-        if done == config.epochs or (config.save_every and done % config.save_every == 0):
-            save(done)
         for callback in callbacks:
             callback(done, record)
+        if done == config.epochs or (config.save_every and done % config.save_every == 0):
+            save(done)
     return result
-
-
-def _all_reduce_grads(params: Sequence[nn.Parameter], share: float) -> None:
-    """Sum over ranks of share * gradient: the gradient of the mean loss over the batch."""
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        p.grad.mul_(share)
-        dist.all_reduce(p.grad)
 
 
 def train_endpoint(
@@ -269,8 +280,8 @@ def train_endpoint(
     exists at `checkpoint` is resumed (or returned at once if finished).
     """
 
-    def step(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        logits = model(x)
+    def step(net: nn.Module, x: Tensor, y: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        logits = net(x)
         return F.cross_entropy(logits, y), logits
 
     return fit(
@@ -289,22 +300,32 @@ def train_endpoint(
 
 
 def curve_step_loss(
-    curve: Curve, x: Tensor, y: Tensor, t: float, wd: float
+    curve: Curve, x: Tensor, y: Tensor, t: float, wd: float, forward: nn.Module | None = None
 ) -> tuple[Tensor, Tensor]:
     """Loss of one curve step at t: CE(phi(t)) + 0.5 * wd * ||phi(t)||^2, and the logits.
 
     The regulariser's gradient, wd * phi(t), is folded into phi's backward pass
-    (`Curve.point(t, wd)`); its value is added here as a constant.
+    (`Curve.train_output`); its value is added here as a constant. `forward`: the module
+    that runs the step (a DistributedDataParallel wrapper of `CurveStep(curve)`); default
+    the curve itself.
     """
-    point = curve.point(t, wd=wd if curve.bends.requires_grad else 0.0)
-    curve.last_t = t
-    logits = curve.run(x, point)
+    wd = wd if curve.bends.requires_grad else 0.0
+    logits, sq = (forward or CurveStep(curve))(x, t, wd)
     loss = F.cross_entropy(logits, y)
     if wd:
-        with torch.no_grad():
-            penalty = 0.5 * wd * torch.dot(point, point)
-        loss = loss + penalty
+        loss = loss + 0.5 * wd * sq
     return loss, logits
+
+
+class CurveStep(nn.Module):
+    """`curve.train_output` as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, curve: Curve):
+        super().__init__()
+        self.curve = curve
+
+    def forward(self, x: Tensor, t: float, wd: float) -> tuple[Tensor, Tensor]:  # noqa: D102
+        return self.curve.train_output(x, t, wd)
 
 
 def train_curve(
@@ -320,9 +341,9 @@ def train_curve(
     if curve.num_bends == 0:
         raise ValueError("a Line has no bends to train; use Bezier or PolyChain")
 
-    def step(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        t = torch.rand((), generator=generator).item()
-        return curve_step_loss(curve, x, y, t, config.wd)
+    def step(net: nn.Module, x: Tensor, y: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        t = torch.rand((), generator=g).item()
+        return curve_step_loss(curve, x, y, t, config.wd, forward=net)
 
     def load(state: Mapping[str, Tensor]) -> None:
         for name in ("start", "end"):
@@ -336,7 +357,7 @@ def train_curve(
 
     curve_meta = {"type": curve.kind, **curve_args(curve)}
     return fit(
-        curve,
+        CurveStep(curve),
         [curve.bends],
         step,
         data,
@@ -346,4 +367,5 @@ def train_curve(
         load_fn=load,
         checkpoint=checkpoint,
         callbacks=callbacks,
+        broadcast_buffers=False,  # the endpoints are fixed; BatchNorm statistics are recomputed
     )

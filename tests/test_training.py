@@ -70,8 +70,8 @@ def test_interrupted_training_resumes_to_identical_weights(digits, tmp_path):
     class Crash(Exception):
         pass
 
-    def crash_after_two(epoch, record):
-        if epoch == 2:
+    def crash_after_two(epoch, record):  # callbacks run before the epoch's checkpoint
+        if epoch == 3:
             raise Crash
 
     path = tmp_path / "run.pt"
