@@ -227,8 +227,9 @@ class _CurveWeights(torch.autograd.Function):
         (phi,) = ctx.saved_tensors
         full = phi.new_empty(phi.shape)
         alpha = ctx.wd * (ctx.scale if ctx.scale is not None else 1.0)
+        sizes = ctx.space.numels
         for g, p, out in zip(
-            grads[:-1], torch.split(phi, ctx.space.numels), torch.split(full, ctx.space.numels)
+            grads[:-1], torch.split(phi, sizes), torch.split(full, sizes), strict=True
         ):
             if g is None:  # a parameter the network did not use
                 torch.mul(p, alpha, out=out)
