@@ -20,8 +20,9 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,6 +35,7 @@ from modeconn.curves import Curve, Line, curve_args
 from modeconn.evaluation import eval_plan, metrics, predict, prepare_point
 from modeconn.store import SavedResult
 from modeconn.training import TrainConfig, fit
+from modeconn.weights import fingerprint
 
 # --------------------------------------------------------------------------- diversity
 
@@ -324,6 +326,8 @@ def fge(
     augment: bool = True,
     bn_samples: int | None = None,
     progress: bool = True,
+    checkpoint: str | Path | None = None,
+    callbacks: Sequence[Callable[[int, dict[str, float]], None]] = (),
 ) -> FGEResult:
     """Fast Geometric Ensembling from a trained `model` (left unchanged; a copy is trained).
 
@@ -332,6 +336,11 @@ def fge(
     at epochs cycle/2, cycle/2 + cycle, ... Training stops at the last snapshot (the rising
     half of the last cycle would never be used). Each snapshot gets BatchNorm statistics
     recomputed on the un-augmented train data, then predicts the test set.
+
+    `checkpoint`: a file the run saves after every epoch (weights, optimizer, RNG state and
+    the snapshots so far) and resumes from, so a crashed run continues where it stopped and
+    ends with the same snapshots; a run of other settings or another start network is
+    refused. `callbacks(epoch, record)` run after each training epoch.
     """
     if cycles < 1:
         raise ValueError(f"cycles must be >= 1, got {cycles}")
@@ -359,6 +368,12 @@ def fge(
         if epoch % cycle == half:
             snapshots.append((epoch, params()))
 
+    def saved_snapshots() -> list[dict[str, Any]]:
+        return [{"epoch": e, "params": w} for e, w in snapshots]
+
+    def restore_snapshots(saved: list[dict[str, Any]] | None) -> None:
+        snapshots[:] = [(int(s["epoch"]), dict(s["params"])) for s in saved or []]
+
     def step(net: nn.Module, x: Tensor, target: Tensor, g: torch.Generator):
         logits = net(x)
         return F.cross_entropy(logits, target), logits
@@ -371,6 +386,7 @@ def fge(
         batch_size=batch_size,
         seed=seed,
         augment=augment,
+        save_every=1,
         progress=progress,
     )
     trained = fit(
@@ -379,12 +395,19 @@ def fge(
         step,
         data,
         config,
-        meta={"kind": "fge"},
+        meta={
+            "kind": "fge",
+            "dataset": getattr(data, "name", None),
+            "fge": {"cycles": cycles, "cycle": cycle, "lr1": lr1, "lr2": lr2},
+            "start": fingerprint(*params().values()),
+        },
         state_fn=work.state_dict,
         load_fn=work.load_state_dict,
+        checkpoint=checkpoint,
         weight_decay=wd,
-        callbacks=[take_snapshot],
+        callbacks=[take_snapshot, *callbacks],
         lr_fn=lambda e: fge_lr(e, cycle, lr1, lr2),
+        extra_state=(saved_snapshots, restore_snapshots),
     )
 
     rows = []

@@ -31,7 +31,7 @@ from modeconn.models import build_model
 from modeconn.weights import WeightSpace
 
 FORMAT = 1
-KINDS = ("endpoint", "curve")
+KINDS = ("endpoint", "curve", "fge")  # fge: an FGE run in progress
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -119,11 +119,10 @@ def load_checkpoint(path: str | Path, expect: str | None = None) -> Checkpoint:
         raise ValueError(
             f"'{path}' is a {kind} checkpoint, but {'an' if expect == 'endpoint' else 'a'} "
             f"{expect} checkpoint is expected here. "
-            + (
-                "Pass the checkpoints of the two trained endpoint networks."
-                if expect == "endpoint"
-                else "Pass a curve checkpoint written by `python -m modeconn.apps.connect`."
-            )
+            + {
+                "endpoint": "Pass the checkpoints of the two trained endpoint networks.",
+                "curve": "Pass a curve checkpoint written by `python -m modeconn.apps.connect`.",
+            }.get(expect, "Use another checkpoint path (or delete the file) to start afresh.")
         )
     return Checkpoint(kind, payload["meta"], payload["state"], payload.get("training", {}), path)
 

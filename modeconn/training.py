@@ -83,6 +83,8 @@ _RESUME_KEYS = (
     "batch_size",
     "augment",
     "curve",
+    "fge",
+    "start",
 )
 
 
@@ -157,14 +159,14 @@ def fit(
         ckpt = load_checkpoint(result.checkpoint, expect=meta["kind"])
         _check_resumable(result.checkpoint, ckpt.meta, meta)
         load_fn(ckpt.state)
+        if extra_state is not None:
+            extra_state[1](ckpt.training.get("extra"))
         result.history = list(ckpt.training.get("history", []))
         start_epoch = result.resumed_from_epoch = int(ckpt.meta["epoch"])
         if ckpt.finished:
             return result
         optimizer.load_state_dict(ckpt.training["optimizer"])
         _set_rng_state(generator, ckpt.training["rng"])
-        if extra_state is not None:
-            extra_state[1](ckpt.training.get("extra"))
 
     # Under torchrun: every rank draws the same order and the same t (same generator), takes
     # its share x[rank::world] of each batch, and DistributedDataParallel averages the

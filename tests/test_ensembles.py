@@ -22,6 +22,7 @@ from modeconn.ensembles import (
     kl_divergence,
 )
 from modeconn.evaluation import evaluate_point, metrics, predict, recompute_bn
+from modeconn.store import load_checkpoint
 from modeconn.training import TrainConfig, train_endpoint
 
 FAST = settings(max_examples=40, deadline=None)
@@ -326,3 +327,37 @@ def test_fge_result_survives_save_and_load(fge_run, tmp_path):
     assert np.array_equal(back.ensemble_nll, result.ensemble_nll)
     assert back.start_error == result.start_error and math.isfinite(back.start_nll)
     assert back.meta["history"] == result.meta["history"]
+
+
+FGE_ARGS = dict(cycles=CYCLES, cycle=2, lr1=0.05, lr2=0.001, batch_size=64, progress=False)
+
+
+def test_fge_resumes_after_a_crash_to_the_same_snapshots(fge_run, endpoints, digits, tmp_path):
+    class Crash(Exception):
+        pass
+
+    def crash(epoch, record):
+        if epoch == 4:  # after the snapshots of epochs 1 and 3, before the last one
+            raise Crash
+
+    path = tmp_path / "fge-run.pt"
+    with pytest.raises(Crash):
+        fge(endpoints[0], digits, checkpoint=path, callbacks=[crash], **FGE_ARGS)
+    saved = load_checkpoint(path, expect="fge")
+    assert saved.meta["epoch"] == 3 and not saved.finished
+    assert [s["epoch"] for s in saved.training["extra"]] == [1, 3]
+    resumed = fge(endpoints[0], digits, checkpoint=path, **FGE_ARGS)
+    uninterrupted, _ = fge_run
+    assert resumed.snapshot_epochs.tolist() == uninterrupted.snapshot_epochs.tolist()
+    for name in ("member_nll", "ensemble_nll", "ensemble_error"):
+        assert np.allclose(getattr(resumed, name), getattr(uninterrupted, name), rtol=1e-6), name
+    assert [r["epoch"] for r in resumed.meta["history"]] == [1, 2, 3, 4, 5]
+
+
+def test_fge_refuses_to_resume_a_run_of_other_settings(endpoints, digits, tmp_path):
+    path = tmp_path / "fge-run.pt"
+    fge(endpoints[0], digits, checkpoint=path, **{**FGE_ARGS, "cycles": 1})
+    with pytest.raises(ValueError, match="fge: stored"):
+        fge(endpoints[0], digits, checkpoint=path, **{**FGE_ARGS, "cycles": 1, "lr2": 0.002})
+    with pytest.raises(ValueError, match="start: stored"):
+        fge(endpoints[1], digits, checkpoint=path, **{**FGE_ARGS, "cycles": 1})

@@ -32,6 +32,7 @@ def run(cfg: DictConfig) -> FGEResult:
         augment=cfg.augment,
         bn_samples=cfg.bn_samples,
         progress=cfg.progress,
+        checkpoint=cfg.checkpoint or out / "fge-run.pt",
     )
     result.save(out / "fge")
     save_figure(plot_fge(result), out / "fge")
