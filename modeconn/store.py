@@ -12,6 +12,7 @@ data set, seed, epoch, whether training finished and, for curves, the curve type
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import pickle
@@ -37,27 +38,61 @@ KINDS = ("endpoint", "curve", "fge")  # fge: an FGE run in progress
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it onto `path`.
 
-    A crash leaves either the old file or the new one, never a half-written file.
+    A crash leaves either the old file or the new one, never a half-written file. A full
+    disk or a read-only directory raises an OSError that says so and that the file already
+    at `path` (e.g. the partial results of a resumable job) is untouched.
     """
-    path = Path(path)
+    return atomic_write_all({Path(path): write})[0]
+
+
+def atomic_write_all(writers: Mapping[Path, Callable[[Path], None]]) -> list[Path]:
+    """`atomic_write` for files that belong together: every file is written to a temporary
+    file first, and only when all of them are complete are they renamed into place, so a
+    failed write (full disk) leaves all the old files, never a mix of old and new."""
+    temps: dict[Path, Path] = {}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:
-        raise OSError(
-            f"cannot write to '{path.parent}': {err.strerror}. Choose a writable output directory."
-        ) from err
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+        for path, write in writers.items():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            except OSError as err:
+                raise _os_error(
+                    err,
+                    f"cannot write to '{path.parent}': {err.strerror}. Choose a writable output "
+                    f"directory{_kept(path)}",
+                ) from err
+            os.close(fd)
+            temps[path] = Path(tmp)
+            try:
+                write(temps[path])
+                with open(temps[path], "rb") as f:
+                    os.fsync(f.fileno())
+            except OSError as err:
+                reason = err.strerror or str(err)
+                hint = "free some space or" if err.errno == errno.ENOSPC else "check the disk, or"
+                raise _os_error(
+                    err,
+                    f"could not write '{path}': {reason}. {hint.capitalize()} choose another "
+                    f"output directory, then run the job again{_kept(path)}",
+                ) from err
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+    return list(writers)
+
+
+def _os_error(cause: OSError, message: str) -> OSError:
+    error = OSError(message)
+    error.errno = cause.errno
+    return error
+
+
+def _kept(path: Path) -> str:
+    if path.exists():
+        return f"; the existing '{path.name}' is intact (a resumable job continues from it)."
+    return "."
 
 
 @dataclass
@@ -231,11 +266,15 @@ def save_result(path: str | Path, arrays: Mapping[str, Any], meta: Mapping[str, 
             np.savez(f, **arrays)
 
     sidecar = {**meta, "versions": versions()}
-    atomic_write(
-        base.with_suffix(".json"),
-        lambda tmp: tmp.write_text(json.dumps(sidecar, indent=2, default=str)),
+    npz, _ = atomic_write_all(
+        {
+            base.with_suffix(".npz"): write_npz,
+            base.with_suffix(".json"): lambda tmp: tmp.write_text(
+                json.dumps(sidecar, indent=2, default=str)
+            ),
+        }
     )
-    return atomic_write(base.with_suffix(".npz"), write_npz)
+    return npz
 
 
 def load_result(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
