@@ -182,3 +182,52 @@ def test_two_gloo_ranks_train_like_one_process(app, kind, curve_file, tmp_path):
     assert two.finished and one.state.keys() == two.state.keys()
     for key, value in one.state.items():
         assert torch.allclose(value, two.state[key], rtol=1e-4, atol=1e-6), key
+
+
+def test_hydra_submitit_launcher_runs_the_shards_as_separate_jobs(curve_file, single, tmp_path):
+    """The SLURM route, with submitit's local executor standing in for the cluster."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "modeconn.apps.plane",
+        "-m",
+        "hydra/launcher=submitit_local",
+        f"curve_ckpt={curve_file}",
+        "grid=[4,3]",
+        "save_every_s=0",
+        "progress=false",
+        f"out={tmp_path}",
+        "num_shards=2",
+        "shard=0,1",
+    ]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.glob("plane-shard*.npz")) == [
+        "plane-shard0of2.npz",
+        "plane-shard1of2.npz",
+    ]
+    merged = _plane(curve_file, tmp_path, "merge=true", "num_shards=2")
+    assert np.allclose(merged.train_loss, single.train_loss, rtol=1e-6)
+    assert np.array_equal(merged.test_error, single.test_error)
+
+
+def test_slurm_launcher_example_composes_for_submitit():
+    from hydra import compose, initialize_config_dir
+
+    from modeconn.apps.common import CONFIG_PATH
+
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        cfg = compose(
+            config_name="plane",
+            overrides=["hydra/launcher=slurm", "curve_ckpt=c.pt"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.partition == "gpu" and launcher.gpus_per_node == 1
+    assert launcher.array_parallelism == 64
