@@ -17,6 +17,7 @@ def main() -> None:
     ]
     for script, title in (
         ("bench_eval.py", "Evaluation engine vs the 2018 algorithm"),
+        ("bench_batched.py", "Points per pass: sequential vs vmap'd evaluation"),
         ("bench_curve_step.py", "Curve training step vs plain step"),
     ):
         out = HERE / f".{script}.md"

@@ -49,6 +49,46 @@ def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
     return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
+Moments = tuple[int, Tensor | float, Tensor | float]  # count, mean, M2 (float64 per channel)
+
+
+def merge_moments(
+    count: int,
+    mean: Tensor | float,
+    m2: Tensor | float,
+    n_b: int,
+    mean_b: Tensor,
+    var_b: Tensor,
+    *,
+    exact: bool = True,
+) -> Moments:
+    """Merge one batch's per-channel mean and unbiased variance into running moments.
+
+    (count, mean, m2) are the moments so far (start with (0, 0.0, 0.0)); n_b is the number of
+    values per channel in the batch, mean_b / var_b its mean and unbiased variance, of any
+    shape (C,) or (P, C) for P points at once. The arithmetic runs in float64 so that the
+    merged statistics do not depend on how the data was split into batches. `exact=False` keeps
+    the 2018 reference's batch-size-weighted sum of unbiased batch variances instead of M2.
+    Both BatchNorm recomputes (`recompute_bn` and the batched engine) use this one function.
+    """
+    mean_b, var_b = mean_b.double(), var_b.double()
+    n = count + n_b
+    delta = mean_b - mean
+    merged_mean = mean + delta * (n_b / n)
+    if exact:  # Chan et al.: M2 = M2_a + M2_b + delta^2 n_a n_b / n
+        return n, merged_mean, m2 + var_b * (n_b - 1) + delta**2 * (count * n_b / n)
+    # the reference: batch-size-weighted average of unbiased batch variances
+    return n, merged_mean, m2 + var_b * n_b
+
+
+def finish_moments(
+    count: int, mean: Tensor, m2: Tensor, *, exact: bool = True
+) -> tuple[Tensor, Tensor]:
+    """Running mean and variance from merged moments: the unbiased variance M2 / (n - 1), or
+    with `exact=False` the reference's weighted average of batch variances (sum / n)."""
+    return mean, (m2 / max(count - 1, 1) if exact else m2 / count)
+
+
 @torch.no_grad()
 def recompute_bn(
     model: nn.Module,
@@ -80,23 +120,15 @@ def recompute_bn(
     layers = batchnorm_layers(model)
     if not layers:
         return 0
-    stats = {id(m): [0, 0.0, 0.0] for m in layers}  # count, mean, M2 (per channel, float64)
+    stats: dict[int, Moments] = {id(m): (0, 0.0, 0.0) for m in layers}
 
     def accumulate(module: _BatchNorm, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         x = inputs[0]
         n_b = x.numel() // x.shape[1]
-        mean_b = module.running_mean.double()
-        var_b = module.running_var.double()  # unbiased variance of this batch
-        entry = stats[id(module)]
-        n_a, mean_a, m2_a = entry
-        n = n_a + n_b
-        delta = mean_b - mean_a
-        entry[0] = n
-        entry[1] = mean_a + delta * (n_b / n)
-        if exact:  # Chan et al.: M2 = M2_a + M2_b + delta^2 n_a n_b / n
-            entry[2] = m2_a + var_b * (n_b - 1) + delta**2 * (n_a * n_b / n)
-        else:  # the reference: batch-size-weighted average of unbiased batch variances
-            entry[2] = m2_a + var_b * n_b
+        # momentum 1: the buffers hold this batch's mean and unbiased variance
+        stats[id(module)] = merge_moments(
+            *stats[id(module)], n_b, module.running_mean, module.running_var, exact=exact
+        )
 
     modes = {m: m.training for m in model.modules()}
     momenta = {m: m.momentum for m in layers}
@@ -120,9 +152,9 @@ def recompute_bn(
     if samples == 0:
         raise ValueError("recompute_bn got no data: pass at least one sample")
     for m in layers:
-        n, mean, m2 = stats[id(m)]
+        mean, var = finish_moments(*stats[id(m)], exact=exact)
         m.running_mean.copy_(mean)
-        m.running_var.copy_(m2 / max(n - 1, 1) if exact else m2 / n)
+        m.running_var.copy_(var)
         m.num_batches_tracked.fill_(1)
     return samples
 

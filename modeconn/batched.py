@@ -1,0 +1,230 @@
+"""Several weight points in one pass: `evaluate_point` for P points at once under `vmap`.
+
+A plane grid or a path asks for the same network at many weight points. For a small network
+one point leaves most of a GPU idle, so `evaluate_points` stacks the P points' parameters
+along a new leading dim and runs `torch.func.functional_call` under `torch.func.vmap` with
+the input shared (in_dims=(0, None)): every forward pass evaluates all P points on one batch.
+The results are those of `[evaluate_point(model, w, data) for w in weights_list]` up to float
+rounding. Whether this is faster depends on the device and the network (on a CPU it often is
+not), which is why the analyses take `points_per_pass` and default to 1 (the sequential engine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from modeconn.evaluation import (
+    Metrics,
+    batchnorm_layers,
+    eval_plan,
+    finish_moments,
+    merge_moments,
+    metrics,
+)
+
+
+def _stack(weights_list: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+    """name -> (P, ...) tensor from P name -> tensor dicts with the same names and shapes."""
+    names = list(weights_list[0])
+    for k, w in enumerate(weights_list[1:], start=1):
+        if set(w) != set(names):
+            diff = sorted(set(w) ^ set(names))
+            raise ValueError(
+                f"weights_list[{k}] names other tensors than weights_list[0] (differing: "
+                f"{', '.join(diff[:5])}); every point must hold the same parameters"
+            )
+        for name in names:
+            if w[name].shape != weights_list[0][name].shape:
+                raise ValueError(
+                    f"weights_list[{k}][{name!r}] has shape {tuple(w[name].shape)}, "
+                    f"weights_list[0] has {tuple(weights_list[0][name].shape)}"
+                )
+    return {name: torch.stack([w[name].detach() for w in weights_list]) for name in names}
+
+
+def _bn_prefixes(model: nn.Module) -> dict[_BatchNorm, str]:
+    """Each BatchNorm layer that keeps running statistics -> the prefix of its buffer names."""
+    layers = set(batchnorm_layers(model))
+    return {m: f"{name}." if name else "" for name, m in model.named_modules() if m in layers}
+
+
+def _vmapped(model: nn.Module, state: dict[str, Tensor], x: Tensor) -> Tensor:
+    """Logits (P, B, K) of the P points in `state` (name -> (P, ...)) on the shared input x.
+
+    vmap cannot run every network: data-dependent control flow, `.item()`, random ops or an
+    op without a batching rule fail inside it. Those failures become a ValueError naming the
+    way out (points_per_pass=1), unless the plain forward pass of the first point fails too:
+    then the network itself is at fault and its own error is raised.
+    """
+
+    def one(point: dict[str, Tensor], xb: Tensor) -> Tensor:
+        return functional_call(model, point, (xb,))
+
+    try:
+        return vmap(one, in_dims=(0, None))(state, x)
+    except (RuntimeError, NotImplementedError) as err:
+        if isinstance(err, torch.OutOfMemoryError):
+            raise
+        first = {name: t[0].clone() for name, t in state.items()}
+        one(first, x)  # raises the network's own error if it fails without vmap too
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{type(model).__name__} cannot be evaluated at several points in one pass: "
+            f"torch.func.vmap fails on it ({reason}). Use points_per_pass=1 to evaluate one "
+            "point at a time"
+        ) from err
+
+
+def _recompute_bn_stacked(
+    model: nn.Module,
+    params: dict[str, Tensor],
+    x: Tensor,
+    *,
+    batch_size: int,
+    num_samples: int | None,
+    exact: bool,
+) -> dict[str, Tensor]:
+    """BatchNorm running statistics of P points at once: name -> stacked (P, ...) buffers.
+
+    The same pass as `recompute_bn`, for all points together. Each point gets its own
+    running_mean / running_var (P, C) and num_batches_tracked (P,), handed to
+    `functional_call` next to its parameters; the BatchNorm layers run in train mode with
+    momentum 1, everything else in eval mode (dropout off). BatchNorm's in-place update of
+    batched running buffers works under vmap (checked against the sequential engine in
+    tests/test_batched.py): it writes each point's batch mean and unbiased variance into its
+    row of our stacked tensors. A forward hook on each layer reads those rows right after the
+    layer ran (so a layer called twice in one forward is merged twice, as in `recompute_bn`)
+    and merges them into float64 moments with `merge_moments`; the hook sees the per-point
+    input shape, so the count per channel is that of one point.
+    """
+    prefixes = _bn_prefixes(model)
+    if not prefixes:
+        return {}
+    p = next(iter(params.values())).shape[0]
+    buffers: dict[str, Tensor] = {}
+    for m, prefix in prefixes.items():
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            own = getattr(m, name)
+            buffers[prefix + name] = own.detach().unsqueeze(0).repeat(p, *[1] * own.ndim)
+    stats = {m: (0, 0.0, 0.0) for m in prefixes}
+
+    def accumulate(module: _BatchNorm, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        xb = inputs[0]  # the shape of one point's input: vmap hides the points dim
+        n_b = xb.numel() // xb.shape[1]
+        prefix = prefixes[module]
+        stats[module] = merge_moments(
+            *stats[module],
+            n_b,
+            buffers[prefix + "running_mean"],
+            buffers[prefix + "running_var"],
+            exact=exact,
+        )
+
+    modes = {m: m.training for m in model.modules()}
+    momenta = {m: m.momentum for m in prefixes}
+    hooks = [m.register_forward_hook(accumulate) for m in prefixes]
+    data = x[:num_samples] if num_samples is not None else x
+    try:
+        model.eval()
+        for m in prefixes:
+            m.train()
+            m.momentum = 1.0
+        for xb in torch.split(data, batch_size):
+            _vmapped(model, {**params, **buffers}, xb)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes.items():
+            m.train(mode)
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+    if len(data) == 0:
+        raise ValueError("the BatchNorm recompute got no data: pass bn_samples >= 1")
+    for m, prefix in prefixes.items():
+        mean, var = finish_moments(*stats[m], exact=exact)
+        buffers[prefix + "running_mean"].copy_(mean)
+        buffers[prefix + "running_var"].copy_(var)
+        buffers[prefix + "num_batches_tracked"].fill_(1)
+    return buffers
+
+
+def _predict_stacked(
+    model: nn.Module, state: dict[str, Tensor], x: Tensor, batch_size: int
+) -> Tensor:
+    """Log-probabilities (P, N, K) of the P points in `state` on inputs x (N, ...), eval mode."""
+    mode = model.training
+    model.eval()
+    try:
+        outs = [
+            F.log_softmax(_vmapped(model, state, xb).float(), dim=-1)
+            for xb in torch.split(x, batch_size)
+        ]
+    finally:
+        model.train(mode)
+    return torch.cat(outs, dim=1)
+
+
+@torch.inference_mode()
+def evaluate_points(
+    model: nn.Module,
+    weights_list: Sequence[Mapping[str, Tensor]],
+    data,
+    *,
+    splits: tuple[str, ...] = ("train", "test"),
+    bn_samples: int | None = None,
+    batch_size: int | None = None,
+    bn_batch_size: int = 128,
+    bn_exact: bool = True,
+) -> list[dict[str, Metrics]]:
+    """`evaluate_point` for P weight points at once: one forward pass serves all P.
+
+    weights_list: P name -> tensor dicts of the model's parameters (like evaluate_point's
+        `weights`), all with the same names and shapes.
+    data: a `modeconn.data.Dataset`; BatchNorm statistics are recomputed for every point on
+        its un-augmented train data (the first `bn_samples` samples, None: all) in batches of
+        `bn_batch_size`, exactly as the sequential engine does (`bn_exact` picks the
+        estimator, see `recompute_bn`); then each split is evaluated in eval mode.
+    batch_size: samples per forward pass in the evaluation passes. Each pass runs all P points
+        on them, so its activations take P times the memory of a sequential pass of the same
+        size; None: the sequential engine's fastest batch size (`eval_plan`) divided by P
+        (at least 1), which keeps the memory of a sequential pass. The BatchNorm pass runs
+        bn_batch_size samples for all P points (its size fixes the result, so it is not
+        scaled down).
+
+    Returns one {split: Metrics} dict per point, in order, equal to the sequential engine's up
+    to float rounding. The model's own buffers and training flags are left as they were.
+    Raises ValueError if vmap cannot run the model; evaluate it with points_per_pass=1.
+    """
+    if len(weights_list) == 0:
+        return []
+    params = _stack(weights_list)
+    p = len(weights_list)
+    if batch_size is None:
+        plan = eval_plan(model, data.train_x, weights_list[0])
+        batch_size = max(1, plan.batch_size // p)
+    if batch_size < 1 or bn_batch_size < 1:
+        raise ValueError(
+            f"batch_size and bn_batch_size must be >= 1, got {batch_size} and {bn_batch_size}"
+        )
+    buffers = _recompute_bn_stacked(
+        model,
+        params,
+        data.train_x,
+        batch_size=bn_batch_size,
+        num_samples=bn_samples,
+        exact=bn_exact,
+    )
+    state = {**params, **buffers}  # recomputed statistics replace any given in the weights
+    out: list[dict[str, Metrics]] = [{} for _ in range(p)]
+    for split in splits:
+        x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
+        log_probs = _predict_stacked(model, state, x, batch_size)
+        for k in range(p):
+            out[k][split] = metrics(log_probs[k], y)
+    return out
