@@ -109,9 +109,12 @@ def _recompute_bn_stacked(
     p = next(iter(params.values())).shape[0]
     buffers: dict[str, Tensor] = {}
     for m, prefix in prefixes.items():
-        for name in ("running_mean", "running_var", "num_batches_tracked"):
-            own = getattr(m, name)
-            buffers[prefix + name] = own.detach().unsqueeze(0).repeat(p, *[1] * own.ndim)
+        # Fresh statistics (mean 0, variance 1), never the layer's own: with momentum 1 the
+        # update is 0 * old + batch, and 0 * NaN (left by a diverged point) would stay NaN.
+        mean = torch.zeros_like(m.running_mean)
+        buffers[prefix + "running_mean"] = mean.expand(p, -1).clone()
+        buffers[prefix + "running_var"] = torch.ones_like(mean).expand(p, -1).clone()
+        buffers[prefix + "num_batches_tracked"] = m.num_batches_tracked.new_zeros(p)
     stats = {m: (0, 0.0, 0.0) for m in prefixes}
 
     def accumulate(module: _BatchNorm, inputs: tuple[Tensor, ...], output: Tensor) -> None:

@@ -137,6 +137,9 @@ def recompute_bn(
     try:
         model.eval()
         for m in layers:
+            # Reset first: with momentum 1 the update is 0 * old + batch, and 0 * NaN (left by
+            # a diverged point) would poison every later point.
+            m.reset_running_stats()
             m.train()
             m.momentum = 1.0
         for x in _input_batches(data, batch_size, num_samples):

@@ -102,23 +102,46 @@ class PathResult(SavedResult):
         self.meta = plain_meta(self.meta)
 
     def summary(self) -> dict[str, dict[str, float]]:
-        """min, max, mean over the points and the arc-length weighted mean, per metric."""
-        out = {}
-        for name in METRICS:
-            v = getattr(self, name)
-            out[name] = {
-                "min": float(np.min(v)),
-                "max": float(np.max(v)),
-                "mean": float(np.mean(v)),
-                "weighted_mean": weighted_mean(v, self.arc_length, self.ts),
+        """Per metric: min, max and mean over the finite values, how many points are NaN or
+        inf (`non_finite`: diverged points are recorded, not dropped), and the arc-length
+        weighted mean (NaN if any point is not finite)."""
+        return {
+            name: {
+                **finite_stats(getattr(self, name)),
+                "weighted_mean": weighted_mean(getattr(self, name), self.arc_length, self.ts),
             }
-        return out
+            for name in METRICS
+        }
 
     def barrier(self, metric: str = "train_loss") -> float:
         """Barrier height of `metric` along the path (see the module-level `barrier`)."""
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
         return barrier(self.ts, getattr(self, metric))
+
+
+def finite_stats(values: np.ndarray) -> dict[str, float]:
+    """min, max and mean of the finite entries (NaN when there are none), and the number of
+    NaN or inf entries as `non_finite`."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    stats = {"min": np.nan, "max": np.nan, "mean": np.nan}
+    if finite.size:
+        stats = {"min": finite.min(), "max": finite.max(), "mean": finite.mean()}
+    return {**{k: float(v) for k, v in stats.items()}, "non_finite": int(values.size - finite.size)}
+
+
+def diverged_note(what: str, values: np.ndarray, where: list[str]) -> str | None:
+    """A one-line report of the non-finite entries of `values` (None when all are finite);
+    `where[k]` names the position of flat entry k (e.g. 't=0.45')."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(values, dtype=np.float64)))
+    if not bad.size:
+        return None
+    places = ", ".join(where[k] for k in bad[:5]) + (", ..." if bad.size > 5 else "")
+    return (
+        f"{what}: {bad.size} of {np.size(values)} points have a NaN or inf train loss "
+        f"(diverged; recorded as such): {places}"
+    )
 
 
 def node_metrics(point: Tensor, res: Mapping[str, Metrics], wd: float) -> dict[str, float]:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from modeconn.curves import Curve, curve_args
-from modeconn.path import METRICS, check_points_per_pass, points_metrics
+from modeconn.path import METRICS, check_points_per_pass, finite_stats, points_metrics
 from modeconn.store import PartialGrid, SavedResult, plain_meta
 from modeconn.weights import WeightSpace, fingerprint
 
@@ -233,6 +233,11 @@ class PlaneResult(SavedResult):
         if self.curve_distance.shape != (len(self.curve_xy),):
             raise ValueError("curve_distance must have one entry per row of curve_xy")
         self.meta = plain_meta(self.meta)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per metric: min, max and mean over the finite nodes and the number of NaN or inf
+        nodes (`non_finite`: diverged nodes are recorded, not dropped)."""
+        return {name: finite_stats(getattr(self, name)) for name in METRICS}
 
 
 def _grid_sizes(grid: int | tuple[int, int]) -> tuple[int, int]:

@@ -136,3 +136,14 @@ def test_evaluation_does_not_depend_on_layout_or_batch_size():
         assert m.error == reference.error
         assert m.nll == pytest.approx(reference.nll, abs=1e-5)
     assert channels_last(x) is channels_last(x)  # converted once, then cached
+
+
+def test_recompute_bn_recovers_after_statistics_left_nan_by_a_diverged_point(data):
+    net = TinyNet()
+    recompute_bn(net, data.train_x)
+    clean = net.bn.running_var.clone()
+    net.bn.running_mean.fill_(float("nan"))
+    net.bn.running_var.fill_(float("inf"))
+    recompute_bn(net, data.train_x)
+    assert torch.equal(net.bn.running_var, clean)
+    assert torch.isfinite(net.bn.running_mean).all()

@@ -1,3 +1,4 @@
+import copy
 import json
 import math
 
@@ -155,5 +156,33 @@ def test_barrier_of_unknown_metric_raises():
 def test_summary_reports_min_max_mean_of_every_metric():
     summary = _synthetic([0.0, 1.0], [2.0], value=3.0).summary()
     assert set(summary) == set(METRICS)
-    assert summary["train_error"] == {"min": 3.0, "max": 3.0, "mean": 3.0, "weighted_mean": 3.0}
+    assert summary["train_error"] == {
+        "min": 3.0,
+        "max": 3.0,
+        "mean": 3.0,
+        "non_finite": 0,
+        "weighted_mean": 3.0,
+    }
     assert all(math.isfinite(v) for v in summary["test_loss"].values())
+
+
+@pytest.mark.parametrize("points_per_pass", [1, 2])
+def test_diverged_points_are_recorded_and_counted_not_crashed_on(bezier, data, points_per_pass):
+    """NaN statistics left by a diverged point must not leak into the next (t=1) point."""
+    from modeconn.path import diverged_note
+
+    broken = copy.deepcopy(bezier)
+    with torch.no_grad():
+        broken.bends.fill_(float("inf"))  # every point strictly inside the curve diverges
+    result = evaluate_path(broken, data, ts=5, progress=False, points_per_pass=points_per_pass)
+    assert np.isfinite(result.train_loss[[0, -1]]).all()
+    assert not np.isfinite(result.train_loss[1:-1]).any()
+    summary = result.summary()["train_loss"]
+    assert summary["non_finite"] == 3
+    assert summary["max"] == max(result.train_loss[0], result.train_loss[-1])  # finite ones
+    note = diverged_note("curve", result.train_loss, [f"t={t:.3g}" for t in result.ts])
+    assert note == (
+        "curve: 3 of 5 points have a NaN or inf train loss (diverged; recorded as such): "
+        "t=0.25, t=0.5, t=0.75"
+    )
+    assert diverged_note("curve", result.train_loss[[0, -1]], ["a", "b"]) is None

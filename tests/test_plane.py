@@ -1,3 +1,4 @@
+import copy
 import json
 
 import numpy as np
@@ -202,3 +203,14 @@ def test_plane_result_files_open_with_plain_numpy_and_json(bezier_plane, tmp_pat
         assert arrays["anchor_names"].tolist() == ["start", "end", "bend"]
     meta = json.loads((tmp_path / "plane.json").read_text())
     assert meta["grid"] == [3, 4] and meta["result"] == "PlaneResult"
+
+
+def test_plane_summary_counts_diverged_nodes_and_ranges_over_the_finite_ones(bezier_plane):
+    result = copy.deepcopy(bezier_plane)
+    result.train_loss[0, 0] = float("nan")
+    result.train_loss[1, 0] = float("inf")
+    summary = result.summary()
+    finite = np.delete(result.train_loss.ravel(), [0, len(result.y)])
+    assert summary["train_loss"]["non_finite"] == 2
+    assert summary["train_loss"]["max"] == finite.max()
+    assert summary["test_error"]["non_finite"] == 0

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from modeconn.apps.common import CONFIG_PATH, curve_wd, load_curve_and_data, log, out_dir, run_app
 from modeconn.curves import Line
-from modeconn.path import PathResult, evaluate_path
+from modeconn.path import PathResult, diverged_note, evaluate_path
 from modeconn.plotting import plot_path, save_figure
 
 
@@ -34,13 +34,16 @@ def run(cfg: DictConfig) -> dict[str, PathResult]:
         )
     for name, result in results.items():
         result.save(out / f"path_{name}")
+        note = diverged_note(name, result.train_loss, [f"t={t:.3g}" for t in result.ts])
+        if note:
+            log.warning(note)
         log.info(
             "%s: max train loss %.4f, train-loss barrier %.4f, test error %.2f-%.2f %%",
             name,
-            result.train_loss.max(),
+            result.summary()["train_loss"]["max"],
             result.barrier("train_loss"),
-            result.test_error.min(),
-            result.test_error.max(),
+            result.summary()["test_error"]["min"],
+            result.summary()["test_error"]["max"],
         )
     save_figure(plot_path(results["curve"], results.get("line")), out / "path")
     log.info("results in %s", out)

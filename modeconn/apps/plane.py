@@ -24,6 +24,7 @@ from modeconn.apps.common import (
     plain,
     run_app,
 )
+from modeconn.path import diverged_note
 from modeconn.plane import PlaneResult, evaluate_plane_through_curve
 from modeconn.plotting import plot_plane, save_figure
 from modeconn.store import PartialGrid, merge_partials
@@ -99,13 +100,17 @@ def run(cfg: DictConfig) -> PlaneResult | None:
         _merge(out, cfg.num_shards, gx * gy)
     result = evaluate_plane_through_curve(curve, data, partial=out / "plane-partial", **kw)
     result.save(out / "plane")
+    where = [f"(x={x:.3g}, y={y:.3g})" for x in result.x for y in result.y]
+    note = diverged_note("plane", result.train_loss, where)
+    if note:
+        log.warning(note)
     save_figure(plot_plane(result), out / "plane")
     log.info(
         "plane %dx%d: train loss %.4f-%.4f; curve leaves the plane by at most %.3g",
         len(result.x),
         len(result.y),
-        result.train_loss.min(),
-        result.train_loss.max(),
+        result.summary()["train_loss"]["min"],
+        result.summary()["train_loss"]["max"],
         result.curve_distance.max() if len(result.curve_distance) else 0.0,
     )
     log.info("results in %s", out)
