@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from modeconn.batched import evaluate_points  # noqa: E402
 from modeconn.curves import CURVES, Bezier, Curve, Line, PolyChain, build_curve  # noqa: E402
 from modeconn.data import Dataset, dataset_names, load_dataset  # noqa: E402
 from modeconn.ensembles import (  # noqa: E402
@@ -66,6 +67,7 @@ __all__ = [
     "evaluate_plane",
     "evaluate_plane_through_curve",
     "evaluate_point",
+    "evaluate_points",
     "fge",
     "kl_divergence",
     "load_checkpoint",
