@@ -22,6 +22,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from modeconn.evaluation import (
     Metrics,
     batchnorm_layers,
+    batchnorm_pass,
     eval_plan,
     finish_moments,
     merge_moments,
@@ -129,24 +130,10 @@ def _recompute_bn_stacked(
             exact=exact,
         )
 
-    modes = {m: m.training for m in model.modules()}
-    momenta = {m: m.momentum for m in prefixes}
-    hooks = [m.register_forward_hook(accumulate) for m in prefixes]
     data = x[:num_samples] if num_samples is not None else x
-    try:
-        model.eval()
-        for m in prefixes:
-            m.train()
-            m.momentum = 1.0
+    with batchnorm_pass(model, prefixes, accumulate):
         for xb in torch.split(data, batch_size):
             _vmapped(model, {**params, **buffers}, xb)
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, mode in modes.items():
-            m.train(mode)
-        for m, momentum in momenta.items():
-            m.momentum = momentum
     if len(data) == 0:
         raise ValueError("the BatchNorm recompute got no data: pass bn_samples >= 1")
     for m, prefix in prefixes.items():

@@ -7,10 +7,11 @@ dict run through `torch.func.functional_call`, so the same network object serves
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 
 import torch
@@ -89,6 +90,33 @@ def finish_moments(
     return mean, (m2 / max(count - 1, 1) if exact else m2 / count)
 
 
+@contextlib.contextmanager
+def batchnorm_pass(
+    model: nn.Module, layers: Iterable[_BatchNorm], hook: Callable[..., None]
+) -> Iterator[None]:
+    """The model set up for a statistics pass: `layers` in train mode with momentum 1 (so
+    after each call their running buffers hold that batch's mean and unbiased variance) and
+    `hook` registered on them as a forward hook; every other module in eval mode (dropout
+    off). Modes, momenta and hooks are restored on exit."""
+    layers = list(layers)
+    modes = {m: m.training for m in model.modules()}
+    momenta = {m: m.momentum for m in layers}
+    hooks = [m.register_forward_hook(hook) for m in layers]
+    try:
+        model.eval()
+        for m in layers:
+            m.train()
+            m.momentum = 1.0
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes.items():
+            m.train(mode)
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+
+
 @torch.no_grad()
 def recompute_bn(
     model: nn.Module,
@@ -130,28 +158,15 @@ def recompute_bn(
             *stats[id(module)], n_b, module.running_mean, module.running_var, exact=exact
         )
 
-    modes = {m: m.training for m in model.modules()}
-    momenta = {m: m.momentum for m in layers}
-    hooks = [m.register_forward_hook(accumulate) for m in layers]
+    # Reset first: with momentum 1 the update is 0 * old + batch, and 0 * NaN (left by a
+    # diverged point) would poison every later point.
+    for m in layers:
+        m.reset_running_stats()
     samples = 0
-    try:
-        model.eval()
-        for m in layers:
-            # Reset first: with momentum 1 the update is 0 * old + batch, and 0 * NaN (left by
-            # a diverged point) would poison every later point.
-            m.reset_running_stats()
-            m.train()
-            m.momentum = 1.0
+    with batchnorm_pass(model, layers, accumulate):
         for x in _input_batches(data, batch_size, num_samples):
             _forward(model, weights, x)
             samples += len(x)
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, mode in modes.items():
-            m.train(mode)
-        for m, momentum in momenta.items():
-            m.momentum = momentum
     if samples == 0:
         raise ValueError("recompute_bn got no data: pass at least one sample")
     for m in layers:

@@ -44,6 +44,17 @@ def curve_file(tmp_path_factory):
     return out
 
 
+def _run(cmd: list[str], cwd: Path) -> None:
+    """Run a command line in a subprocess (one thread per process) and require success."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "OMP_NUM_THREADS": "1",
+    }
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def _plane(curve_file, out, *extra):
     return plane.run(
         compose_app(
@@ -91,11 +102,6 @@ def test_merge_refuses_shards_of_different_configurations(curve_file, tmp_path):
 
 
 def test_two_gloo_ranks_under_torchrun_equal_one_process(curve_file, single, tmp_path):
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-        "OMP_NUM_THREADS": "1",
-    }
     cmd = [
         sys.executable,
         "-m",
@@ -112,8 +118,7 @@ def test_two_gloo_ranks_under_torchrun_equal_one_process(curve_file, single, tmp
         "progress=false",
         f"out={tmp_path}",
     ]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _run(cmd, tmp_path)
     from modeconn.plane import PlaneResult
 
     merged = PlaneResult.load(tmp_path / "plane")
@@ -145,11 +150,6 @@ def test_two_gloo_ranks_train_like_one_process(app, kind, curve_file, tmp_path):
             "optim.batch_size=100",
             "progress=false",
         ]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-        "OMP_NUM_THREADS": "1",
-    }
     port = "29518" if app == "train" else "29519"
     for name, launcher in (
         ("one", [sys.executable, "-m", f"modeconn.apps.{app}"]),
@@ -168,15 +168,7 @@ def test_two_gloo_ranks_train_like_one_process(app, kind, curve_file, tmp_path):
             ],
         ),
     ):
-        done = subprocess.run(
-            [*launcher, *args, f"checkpoint={tmp_path / name}.pt"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        _run([*launcher, *args, f"checkpoint={tmp_path / name}.pt"], tmp_path)
     one = load_checkpoint(tmp_path / "one.pt", expect=kind)
     two = load_checkpoint(tmp_path / "two.pt", expect=kind)
     assert two.finished and one.state.keys() == two.state.keys()
@@ -186,11 +178,6 @@ def test_two_gloo_ranks_train_like_one_process(app, kind, curve_file, tmp_path):
 
 def test_hydra_submitit_launcher_runs_the_shards_as_separate_jobs(curve_file, single, tmp_path):
     """The SLURM route, with submitit's local executor standing in for the cluster."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-        "OMP_NUM_THREADS": "1",
-    }
     cmd = [
         sys.executable,
         "-m",
@@ -205,8 +192,7 @@ def test_hydra_submitit_launcher_runs_the_shards_as_separate_jobs(curve_file, si
         "num_shards=2",
         "shard=0,1",
     ]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _run(cmd, tmp_path)
     assert sorted(p.name for p in tmp_path.glob("plane-shard*.npz")) == [
         "plane-shard0of2.npz",
         "plane-shard1of2.npz",
