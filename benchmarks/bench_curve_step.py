@@ -42,7 +42,7 @@ def step_times(step, steps: int) -> float:
     return statistics.median(times)
 
 
-def run(name: str, spec: dict, steps: int, batch: int, device: torch.device) -> dict:
+def run(name: str, spec: dict, steps: int, batch: int, device: torch.device, rounds: int) -> dict:
     data = as_dataset(name, spec["raw"](), spec["scale"], spec["mean"], spec["std"]).to(device)
     x, y = data.train_x[:batch], data.train_y[:batch]
     torch.manual_seed(0)
@@ -68,30 +68,33 @@ def run(name: str, spec: dict, steps: int, batch: int, device: torch.device) -> 
         loss.backward()
         curve_opt.step()
 
-    # Interleave the two so both see the same machine state.
+    # Interleave the two so both see the same machine state; the ratio is the median of the
+    # rounds' ratios (each round: median step times), robust to a busy shared host.
     plain_s, curve_s = [], []
-    for _ in range(3):
+    for _ in range(rounds):
         plain_s.append(step_times(plain, steps))
         curve_s.append(step_times(curve_step, steps))
-    p, c = min(plain_s), min(curve_s)
+    ratios = [c / p for p, c in zip(plain_s, curve_s, strict=True)]
     return {
         "workload": name,
         "batch": batch,
-        "plain_ms": 1e3 * p,
-        "curve_ms": 1e3 * c,
-        "ratio": c / p,
+        "plain_ms": 1e3 * statistics.median(plain_s),
+        "curve_ms": 1e3 * statistics.median(curve_s),
+        "ratio": statistics.median(ratios),
+        "spread": f"{min(ratios):.3f}-{max(ratios):.3f}",
     }
 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| workload | batch | plain step (ms) | curve step (ms) | curve / plain |",
-        "|---|---|---|---|---|",
+        "| workload | batch | plain step (ms) | curve step (ms) | curve / plain "
+        "(median of rounds) | rounds' range |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['workload']} | {r['batch']} | {r['plain_ms']:.1f} | "
-            f"{r['curve_ms']:.1f} | {r['ratio']:.3f} |"
+            f"{r['curve_ms']:.1f} | {r['ratio']:.3f} | {r['spread']} |"
         )
     return "\n".join(lines)
 
@@ -100,12 +103,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     parser.add_argument("--workload", action="append", choices=list(WORKLOADS))
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = [
-        run(w, WORKLOADS[w], args.steps, args.batch, device)
+        run(w, WORKLOADS[w], args.steps, args.batch, device, args.rounds)
         for w in (args.workload or list(WORKLOADS))
     ]
     report(rows, table, args.markdown)
