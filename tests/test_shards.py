@@ -126,8 +126,15 @@ def test_two_gloo_ranks_under_torchrun_equal_one_process(curve_file, single, tmp
     assert np.array_equal(merged.test_error, single.test_error)
 
 
-@pytest.mark.parametrize("app,kind", [("train", "endpoint"), ("connect", "curve")])
-def test_two_gloo_ranks_train_like_one_process(app, kind, curve_file, tmp_path):
+@pytest.mark.parametrize(
+    "app,kind,batch,port",
+    [
+        ("train", "endpoint", 100, "29518"),  # 1437 samples: a last batch of 37 splits 19 / 18
+        ("connect", "curve", 100, "29519"),
+        ("connect", "curve", 1436, "29520"),  # a last batch of 1 sample for 2 ranks
+    ],
+)
+def test_two_gloo_ranks_train_like_one_process(app, kind, batch, port, curve_file, tmp_path):
     """Ranks split every batch and share t; the weights equal a one-process run's."""
     import torch
 
@@ -138,7 +145,7 @@ def test_two_gloo_ranks_train_like_one_process(app, kind, curve_file, tmp_path):
             "model=mlp",
             "model.args.hidden=[32]",
             "optim.epochs=2",
-            "optim.batch_size=100",
+            f"optim.batch_size={batch}",
             "progress=false",
         ]
     else:  # connect the ConvFC endpoints of the fixture (no BatchNorm, no dropout)
@@ -147,10 +154,9 @@ def test_two_gloo_ranks_train_like_one_process(app, kind, curve_file, tmp_path):
             f"start={ckpts / 'e1.pt'}",
             f"end={ckpts / 'e2.pt'}",
             "optim.epochs=2",
-            "optim.batch_size=100",
+            f"optim.batch_size={batch}",
             "progress=false",
         ]
-    port = "29518" if app == "train" else "29519"
     for name, launcher in (
         ("one", [sys.executable, "-m", f"modeconn.apps.{app}"]),
         (
