@@ -61,6 +61,8 @@ class Curve(nn.Module):
         alphas = torch.arange(1, num_bends + 1, dtype=w0.dtype, device=w0.device) / (num_bends + 1)
         self.bends = nn.Parameter(torch.lerp(w0.expand(num_bends, -1), w1, alphas[:, None]).clone())
         self.last_t: float | None = None
+        # phi as one piece: `point` runs through the same fused Function as training steps
+        self._flat = WeightSpace(("phi",), (torch.Size([self.space.size]),))
 
     @property
     def start(self) -> Tensor:
@@ -101,7 +103,8 @@ class Curve(nn.Module):
             if c[-1] == 1:
                 return self.end
             return _combine(_terms(self.bends, self.endpoints, c))
-        return _CurvePoint.apply(self.bends, self.endpoints, c, wd)
+        phi, _ = _CurveWeights.apply(self.bends, self.endpoints, c, wd, self._flat, None)
+        return phi
 
     def weights(self, t: float | Tensor) -> dict[str, Tensor]:
         """phi(t) as a name->tensor dict in the wrapped network's parameter names."""
@@ -169,31 +172,9 @@ def _terms(bends: Tensor, endpoints: Tensor, c: list[float]) -> list[tuple[Tenso
     return list(zip(rows, c, strict=True))
 
 
-class _CurvePoint(torch.autograd.Function):
-    """phi = sum_k c_k w_k, with dL/dbends = c_bends (g + wd phi)^T.
-
-    Equal to the autograd of the sum (plus 0.5 wd ||phi||^2 when wd > 0) but reads each
-    control point with a non-zero coefficient once and writes each bend's gradient once.
-    """
-
-    @staticmethod
-    def forward(ctx, bends, endpoints, c, wd):  # noqa: D102
-        phi = _combine(_terms(bends, endpoints, c))
-        ctx.save_for_backward(phi)
-        ctx.c_bends, ctx.wd = c[1:-1], wd
-        return phi
-
-    @staticmethod
-    def backward(ctx, grad):  # noqa: D102
-        (phi,) = ctx.saved_tensors
-        if ctx.wd:
-            grad = torch.add(grad, phi, alpha=ctx.wd)
-        return _scaled_rows(grad, ctx.c_bends, owned=ctx.wd != 0), None, None, None
-
-
-def _scaled_rows(grad: Tensor, c: list[float], owned: bool) -> Tensor:
-    """The (K-1, D) bends' gradient: row k = c_k * grad. `owned`: grad may be scaled in place."""
-    if len(c) == 1 and owned:
+def _scaled_rows(grad: Tensor, c: list[float]) -> Tensor:
+    """The (K-1, D) bends' gradient: row k = c_k * grad (scaled in place for one bend)."""
+    if len(c) == 1:
         return grad.mul_(c[0])[None]
     out = grad.new_empty((len(c), grad.shape[0]))
     for k, ck in enumerate(c):
@@ -202,7 +183,8 @@ def _scaled_rows(grad: Tensor, c: list[float], owned: bool) -> Tensor:
 
 
 class _CurveWeights(torch.autograd.Function):
-    """phi(t) as the network's parameter tensors, plus ||phi||^2, for a training step.
+    """phi(t) as the network's parameter tensors, plus ||phi||^2 (`Curve.train_output`; with
+    a one-piece space, the flat phi of `Curve.point`), differentiable with respect to the bends.
 
     The forward pass returns the pieces of phi as views (so the network's parameter
     gradients arrive one by one) and the backward pass writes g + wd * phi straight into the
@@ -239,7 +221,7 @@ class _CurveWeights(torch.autograd.Function):
                 out.copy_(g.reshape(-1))
         if ctx.scale is not None:
             return full[None], None, None, None, None, None
-        return _scaled_rows(full, ctx.c_bends, owned=True), None, None, None, None, None
+        return _scaled_rows(full, ctx.c_bends), None, None, None, None, None
 
 
 class _ScaleGrad(torch.autograd.Function):

@@ -312,7 +312,7 @@ def curve_step_loss(
     the curve itself.
     """
     wd = wd if curve.bends.requires_grad else 0.0
-    logits, sq = (forward or CurveStep(curve))(x, t, wd)
+    logits, sq = (forward or curve.train_output)(x, t, wd)
     loss = F.cross_entropy(logits, y)
     if wd:
         loss = loss + 0.5 * wd * sq

@@ -247,3 +247,17 @@ def test_training_step_at_an_endpoint_gives_zero_bend_gradient(tiny_pair):
     loss, _ = curve_step_loss(curve, x, y, 0.0, 5e-4)
     loss.backward()
     assert torch.count_nonzero(curve.bends.grad) == 0
+
+
+@pytest.mark.parametrize("kind", [(Bezier, {"degree": 3}), (PolyChain, {"bends": 2})], ids=_ids)
+def test_point_folds_the_regulariser_gradient_into_its_backward(tiny_pair, kind):
+    a, b = tiny_pair
+    curve = kind[0](TinyNet(), a, b, **kind[1]).double()
+    _shift_bends(curve)
+    t, wd = 0.4, 0.1
+    g = torch.randn(curve.space.size, dtype=torch.float64)
+    phi = curve.point(t, wd=wd)
+    (phi * g).sum().backward()
+    c = curve.coefficients(t).double()[1:-1]
+    expected = torch.outer(c, g + wd * phi.detach())
+    assert torch.allclose(curve.bends.grad, expected, rtol=1e-12, atol=1e-14)
