@@ -55,6 +55,21 @@ def _run(cmd: list[str], cwd: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def _torchrun(port: str, app: str) -> list[str]:
+    """The command line that starts `app` on 2 local ranks under torchrun."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        port,
+        "-m",
+        f"modeconn.apps.{app}",
+    ]
+
+
 def _plane(curve_file, out, *extra):
     return plane.run(
         compose_app(
@@ -103,15 +118,7 @@ def test_merge_refuses_shards_of_different_configurations(curve_file, tmp_path):
 
 def test_two_gloo_ranks_under_torchrun_equal_one_process(curve_file, single, tmp_path):
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        "29517",
-        "-m",
-        "modeconn.apps.plane",
+        *_torchrun("29517", "plane"),
         f"curve_ckpt={curve_file}",
         "grid=[4,3]",
         "save_every_s=0",
@@ -159,20 +166,7 @@ def test_two_gloo_ranks_train_like_one_process(app, kind, batch, port, curve_fil
         ]
     for name, launcher in (
         ("one", [sys.executable, "-m", f"modeconn.apps.{app}"]),
-        (
-            "two",
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--nproc-per-node",
-                "2",
-                "--master-port",
-                port,
-                "-m",
-                f"modeconn.apps.{app}",
-            ],
-        ),
+        ("two", _torchrun(port, app)),
     ):
         _run([*launcher, *args, f"checkpoint={tmp_path / name}.pt"], tmp_path)
     one = load_checkpoint(tmp_path / "one.pt", expect=kind)

@@ -37,13 +37,14 @@ def run(cfg: DictConfig) -> dict[str, PathResult]:
         note = diverged_note(name, result.train_loss, [f"t={t:.3g}" for t in result.ts])
         if note:
             log.warning(note)
+        summary = result.summary()
         log.info(
             "%s: max train loss %.4f, train-loss barrier %.4f, test error %.2f-%.2f %%",
             name,
-            result.summary()["train_loss"]["max"],
+            summary["train_loss"]["max"],
             result.barrier("train_loss"),
-            result.summary()["test_error"]["min"],
-            result.summary()["test_error"]["max"],
+            summary["test_error"]["min"],
+            summary["test_error"]["max"],
         )
     save_figure(plot_path(results["curve"], results.get("line")), out / "path")
     log.info("results in %s", out)

@@ -105,12 +105,13 @@ def run(cfg: DictConfig) -> PlaneResult | None:
     if note:
         log.warning(note)
     save_figure(plot_plane(result), out / "plane")
+    train_loss = result.summary()["train_loss"]
     log.info(
         "plane %dx%d: train loss %.4f-%.4f; curve leaves the plane by at most %.3g",
         len(result.x),
         len(result.y),
-        result.summary()["train_loss"]["min"],
-        result.summary()["train_loss"]["max"],
+        train_loss["min"],
+        train_loss["max"],
         result.curve_distance.max() if len(result.curve_distance) else 0.0,
     )
     log.info("results in %s", out)
