@@ -3,8 +3,9 @@
 For each workload: the same weight points (a grid on the plane through three networks), the
 same data; each point gets BatchNorm statistics recomputed, then train and test loss/error.
 Times `evaluate_point` one point at a time against `evaluate_points` with P points per pass
-(P in 2, 4, 8), and prints points per second, the ratio and the agreement of the results
-(max abs Δ NLL, and the number of points whose error differs). On a CPU the PreResNet
+(P in 2, 4, 8), and prints points per second, the ratio, the agreement of the results (max
+abs Δ NLL, and the number of points whose error differs), and what points_per_pass="auto"
+picks (1 on a CPU; on a GPU `choose_points_per_pass` times it). On a CPU the PreResNet
 workload uses a train/test subset and fewer points so that the script stays short; on a GPU
 it takes the whole workload. The default evaluation batch of `evaluate_points` is the
 sequential engine's fastest batch size divided by P, so peak activation memory stays that of
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_eval import grid_points  # noqa: E402
 from common import WORKLOADS, as_dataset, report, timed  # noqa: E402
 
-from modeconn.batched import evaluate_points  # noqa: E402
+from modeconn.batched import evaluate_points, resolve_points_per_pass  # noqa: E402
 from modeconn.evaluation import eval_plan, evaluate_point  # noqa: E402
 from modeconn.weights import WeightSpace  # noqa: E402
 
@@ -65,6 +66,7 @@ def run(
     # The sequential engine's one-time choice of layout and batch size is paid once per model,
     # not per point: make it before timing either engine.
     plan = eval_plan(model, data.train_x, weights[0])
+    auto = resolve_points_per_pass("auto", model, weights[0], data)  # what the analyses pick
     _reset_peak(device)
     seq_s, seq = timed(lambda: [evaluate_point(model, w, data) for w in weights])
     seq_mib = _peak_mib(device)
@@ -104,6 +106,7 @@ def run(
                 "delta": delta,
                 "mismatches": mismatches,
                 "memory": "-" if mib is None else f"{seq_mib:.0f} / {mib:.0f}",
+                "auto": auto,
             }
         )
         print(
@@ -118,15 +121,15 @@ def table(rows: list[dict]) -> str:
     head = (
         "| workload | points | train / test samples | sequential pts/s | points per pass | "
         "eval batch | batched pts/s | batched / sequential | max abs Δ nll | error mismatches | "
-        "peak GPU MiB (seq / batched) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|"
+        "peak GPU MiB (seq / batched) | points_per_pass=auto picks |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in rows:
         lines.append(
             f"| {r['workload']} | {r['points']} | {r['samples']} | {r['seq_pps']:.2f} | {r['p']} | "
             f"{r['batch']} | {r['bat_pps']:.2f} | {r['ratio']:.2f}x | {r['delta']:.1e} | "
-            f"{r['mismatches']} | {r['memory']} |"
+            f"{r['mismatches']} | {r['memory']} | {r['auto']} |"
         )
     return "\n".join(lines)
 

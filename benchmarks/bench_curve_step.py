@@ -4,6 +4,16 @@ The curve step computes phi(t) from the control points, runs the network on it w
 functional_call, adds the paper's regulariser 0.5 wd ||phi(t)||^2 and back-propagates to the
 bends; the plain step is SGD with weight decay on the network's own weights.
 
+The traffic floor is the least a curve step can cost, whatever its kernels: a plain step plus
+the passes over the D weights that a curve step cannot avoid. It must read the three control
+points and write phi(t) (4 passes), then read the network's gradient and phi and write the
+bend's gradient c (g + wd phi) (3), and it is spared the plain step's weight-decay pass of
+the optimizer (grad + wd w: 3). The passes that touch memory rather than cache (the network's
+gradient is fresh in cache, the rest is not) cancel but for 4: reading three control points
+and writing phi. Each is timed as a third of an out-of-place lerp of two D-vectors over
+buffers larger than the cache. On a small network whose step is short next to its weight
+count this floor can lie above 1.05.
+
     python benchmarks/bench_curve_step.py [--steps 20] [--markdown f]
 """
 
@@ -24,6 +34,8 @@ from common import WORKLOADS, as_dataset, report  # noqa: E402
 
 from modeconn.curves import Bezier  # noqa: E402
 from modeconn.training import curve_step_loss  # noqa: E402
+
+COLD_BYTES = 256 * 2**20  # more than the last-level cache of a CPU or GPU
 
 
 def step_times(step, steps: int) -> float:
@@ -68,12 +80,25 @@ def run(name: str, spec: dict, steps: int, batch: int, device: torch.device, rou
         loss.backward()
         curve_opt.step()
 
-    # Interleave the two so both see the same machine state; the ratio is the median of the
+    # One pass over D weights from memory: a third of an out-of-place lerp (read, read,
+    # write) over buffers that rotate through more memory than any cache holds, as the
+    # control points do between two steps (the step's own work evicts them).
+    dim = curve.space.size
+    sets = max(2, -(-COLD_BYTES // (3 * 4 * dim)))
+    buffers = [torch.randn(3, dim, device=device) for _ in range(sets)]
+    turn = iter(range(10**9))
+
+    def lerp():
+        u, v, w = buffers[next(turn) % sets]
+        torch.lerp(u, v, 0.3, out=w)
+
+    # Interleave them so all see the same machine state; the ratio is the median of the
     # rounds' ratios (each round: median step times), robust to a busy shared host.
-    plain_s, curve_s = [], []
+    plain_s, curve_s, floors = [], [], []
     for _ in range(rounds):
         plain_s.append(step_times(plain, steps))
         curve_s.append(step_times(curve_step, steps))
+        floors.append(1 + 4 * step_times(lerp, steps) / 3 / plain_s[-1])
     ratios = [c / p for p, c in zip(plain_s, curve_s, strict=True)]
     return {
         "workload": name,
@@ -82,19 +107,21 @@ def run(name: str, spec: dict, steps: int, batch: int, device: torch.device, rou
         "curve_ms": 1e3 * statistics.median(curve_s),
         "ratio": statistics.median(ratios),
         "spread": f"{min(ratios):.3f}-{max(ratios):.3f}",
+        "weights": curve.space.size,
+        "floor": statistics.median(floors),
     }
 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| workload | batch | plain step (ms) | curve step (ms) | curve / plain "
-        "(median of rounds) | rounds' range |",
-        "|---|---|---|---|---|---|",
+        "| workload | weights | batch | plain step (ms) | curve step (ms) | curve / plain "
+        "(median of rounds) | rounds' range | traffic floor (curve / plain) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['workload']} | {r['batch']} | {r['plain_ms']:.1f} | "
-            f"{r['curve_ms']:.1f} | {r['ratio']:.3f} | {r['spread']} |"
+            f"| {r['workload']} | {r['weights']:,} | {r['batch']} | {r['plain_ms']:.1f} | "
+            f"{r['curve_ms']:.1f} | {r['ratio']:.3f} | {r['spread']} | {r['floor']:.3f} |"
         )
     return "\n".join(lines)
 

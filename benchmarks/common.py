@@ -55,16 +55,17 @@ def flops_per_sample(model: nn.Module, x: Tensor) -> float:
     return counter.get_total_flops() / len(x)
 
 
-def forward_floor(
-    model: nn.Module, x: Tensor, samples: int, batch_sizes=(32, 64, 128, 256, 512, 1024, 2048)
-):
+def forward_floor(model: nn.Module, x: Tensor, samples: int):
     """Time of `samples` bare forward passes at the best batch size and memory layout.
 
     Returns (seconds, description of the best setting).
     """
+    batch_sizes = (32, 64, 128, 256, 512, 1024, 2048)
+    if x.device.type == "cuda":
+        batch_sizes += (4096, 8192)
     model.eval()
     layouts = {"NCHW": x}
-    if x.ndim == 4 and x.device.type == "cpu":
+    if x.ndim == 4:
         layouts["channels_last"] = x.contiguous(memory_format=torch.channels_last)
     best = (float("inf"), "")
     with torch.inference_mode():
@@ -112,6 +113,7 @@ def as_dataset(name, raw, scale: float, mean: Tensor, std: Tensor) -> Dataset:
 WORKLOADS = {
     "digits ConvFC": dict(
         points=20,
+        gpu_points=64,
         raw=digits_raw,
         scale=16.0,
         mean=torch.tensor([0.3]),
@@ -120,6 +122,7 @@ WORKLOADS = {
     ),
     "CIFAR-shaped PreResNet-20": dict(
         points=4,
+        gpu_points=32,
         raw=cifar_shaped_raw,
         scale=255.0,
         mean=torch.tensor([0.4914, 0.4822, 0.4465]),

@@ -2,7 +2,11 @@
 
 __version__ = "0.1.0"
 
-from modeconn.batched import evaluate_points  # noqa: E402
+from modeconn.batched import (  # noqa: E402
+    choose_points_per_pass,
+    evaluate_points,
+    resolve_points_per_pass,
+)
 from modeconn.curves import CURVES, Bezier, Curve, Line, PolyChain, build_curve  # noqa: E402
 from modeconn.data import Dataset, dataset_names, load_dataset  # noqa: E402
 from modeconn.ensembles import (  # noqa: E402
@@ -58,6 +62,7 @@ __all__ = [
     "barrier",
     "build_curve",
     "build_model",
+    "choose_points_per_pass",
     "dataset_names",
     "disagreement",
     "ensemble_log_probs",
@@ -78,6 +83,7 @@ __all__ = [
     "model_names",
     "predict",
     "recompute_bn",
+    "resolve_points_per_pass",
     "save_checkpoint",
     "train_curve",
     "train_endpoint",

@@ -5,14 +5,18 @@ one point leaves most of a GPU idle, so `evaluate_points` stacks the P points' p
 along a new leading dim and runs `torch.func.functional_call` under `torch.func.vmap` with
 the input shared (in_dims=(0, None)): every forward pass evaluates all P points on one batch.
 The results are those of `[evaluate_point(model, w, data) for w in weights_list]` up to float
-rounding. Whether this is faster depends on the device and the network (on a CPU it often is
-not), which is why the analyses take `points_per_pass` and default to 1 (the sequential engine).
+rounding. Whether this is faster depends on the device and the network, so the analyses take
+`points_per_pass`, and its default "auto" chooses per device (`resolve_points_per_pass`): one
+point at a time on a CPU, where batching measured 0.37-0.94x the sequential engine
+(benchmarks/bench_batched.py), and on an accelerator the count that `choose_points_per_pass`
+times fastest for this network.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -20,9 +24,11 @@ from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from modeconn.evaluation import (
+    EvalPlan,
     Metrics,
     batchnorm_layers,
     batchnorm_pass,
+    best_seconds,
     eval_plan,
     finish_moments,
     merge_moments,
@@ -218,3 +224,113 @@ def evaluate_points(
         for k in range(p):
             out[k][split] = metrics(log_probs[k], y)
     return out
+
+
+AUTO = "auto"
+_CHOICES: dict[tuple, int] = {}
+
+
+def check_points_per_pass(points_per_pass: int | str) -> int | str:
+    """points_per_pass as an int >= 1 or "auto", or a ValueError that says what is allowed."""
+    if points_per_pass == AUTO:
+        return AUTO
+    if (
+        not isinstance(points_per_pass, (int, np.integer))
+        or isinstance(points_per_pass, bool)
+        or points_per_pass < 1
+    ):
+        raise ValueError(
+            f"points_per_pass must be an int >= 1 (1: one point at a time) or 'auto' (the "
+            f"default: chosen per device and network), got {points_per_pass!r}"
+        )
+    return int(points_per_pass)
+
+
+def resolve_points_per_pass(
+    points_per_pass: int | str,
+    model: nn.Module,
+    weights: Mapping[str, Tensor],
+    data,
+    *,
+    bn_batch_size: int = 128,
+) -> int:
+    """The number of points per pass to run: an int as given; "auto" is 1 on a CPU (batching
+    never won there in benchmarks/bench_batched.py) and on other devices the fastest count
+    timed by `choose_points_per_pass` for this network and data (cached)."""
+    points_per_pass = check_points_per_pass(points_per_pass)
+    if points_per_pass != AUTO:
+        return points_per_pass
+    if data.train_x.device.type == "cpu":
+        return 1
+    return choose_points_per_pass(model, weights, data, bn_batch_size=bn_batch_size)
+
+
+def _seconds_per_point(
+    model: nn.Module,
+    weights: Mapping[str, Tensor],
+    data,
+    plan: EvalPlan,
+    points: int,
+    bn_batch_size: int,
+) -> float:
+    """Estimated seconds per point of a whole evaluation (BatchNorm pass over the train set
+    at bn_batch_size, evaluation passes over train and test at the plan's batch size / P)
+    from one timed forward pass at each of the two batch sizes."""
+    x = plan.layout(data.train_x)
+    eval_batch = max(1, plan.batch_size // points)
+    state = dict(weights) if points == 1 else _stack([weights] * points)
+
+    def seconds(xb: Tensor) -> float:
+        if points == 1:
+            return best_seconds(lambda: functional_call(model, state, (xb,)), xb.device)
+        return best_seconds(lambda: _vmapped(model, state, xb), xb.device)
+
+    bn = seconds(x[:bn_batch_size]) if batchnorm_layers(model) else 0.0
+    ev = seconds(x[:eval_batch])
+    n_bn = len(x) if bn else 0
+    n_eval = len(data.train_x) + len(data.test_x)
+    bn_passes = -(-n_bn // min(bn_batch_size, len(x)))
+    eval_passes = -(-n_eval // min(eval_batch, len(x)))
+    return (bn * bn_passes + ev * eval_passes) / points
+
+
+@torch.inference_mode()
+def choose_points_per_pass(
+    model: nn.Module,
+    weights: Mapping[str, Tensor],
+    data,
+    *,
+    candidates: Sequence[int] = (1, 2, 4, 8, 16),
+    bn_batch_size: int = 128,
+) -> int:
+    """The number of points per vmap'd pass that evaluates this network fastest, timed once
+    per model, input shape and device (like `eval_plan`): each candidate's forward passes are
+    timed at the BatchNorm pass's batch size and at the evaluation batch size, and the time
+    per point of a whole evaluation estimated from them. Larger counts are tried while they
+    keep winning (by more than 3 %); a count that runs out of memory, and every count for a
+    network vmap cannot run, lose to one point at a time.
+    """
+    key = (id(model), type(model), tuple(data.train_x.shape[1:]), data.train_x.device)
+    if key in _CHOICES:
+        return _CHOICES[key]
+    weights = {name: w.detach() for name, w in weights.items()}
+    plan = eval_plan(model, data.train_x, weights)
+    mode = model.training
+    model.eval()
+    best, best_time = 1, float("inf")
+    try:
+        for points in candidates:
+            try:
+                seconds = _seconds_per_point(model, weights, data, plan, points, bn_batch_size)
+            except (ValueError, torch.OutOfMemoryError):
+                break
+            if seconds < best_time * 0.97:
+                best, best_time = points, seconds
+            elif points > 1:
+                break
+    finally:
+        model.train(mode)
+        if data.train_x.device.type == "cuda":
+            torch.cuda.empty_cache()
+    _CHOICES[key] = best
+    return best

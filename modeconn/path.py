@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from modeconn.batched import evaluate_points
+from modeconn.batched import evaluate_points, resolve_points_per_pass
 from modeconn.curves import Curve, curve_args
 from modeconn.evaluation import Metrics, evaluate_point
 from modeconn.store import PartialGrid, SavedResult, plain_meta
@@ -190,20 +190,6 @@ def points_metrics(
     return [node_metrics(p, res, wd) for p, res in zip(points, results, strict=True)]
 
 
-def check_points_per_pass(points_per_pass: int) -> int:
-    """points_per_pass as an int >= 1, or a ValueError that says what is allowed."""
-    if (
-        not isinstance(points_per_pass, (int, np.integer))
-        or isinstance(points_per_pass, bool)
-        or points_per_pass < 1
-    ):
-        raise ValueError(
-            f"points_per_pass must be an int >= 1 (1: one point at a time, the default), got "
-            f"{points_per_pass!r}"
-        )
-    return int(points_per_pass)
-
-
 def _as_ts(ts: int | Sequence[float]) -> np.ndarray:
     if isinstance(ts, (int, np.integer)) and not isinstance(ts, bool):
         if ts < 2:
@@ -228,7 +214,7 @@ def evaluate_path(
     progress: bool = True,
     partial: str | Path | None = None,
     save_every_s: float = 30.0,
-    points_per_pass: int = 1,
+    points_per_pass: int | str = "auto",
 ) -> PathResult:
     """Train/test loss, nll and error (%) at each t along `curve` (any `Curve`, a `Line` too).
 
@@ -241,10 +227,13 @@ def evaluate_path(
     `save_every_s` seconds; a rerun resumes from it (see `PartialGrid`), and it is removed
     once the result is complete.
     points_per_pass: points evaluated together in one vmap'd pass (`evaluate_points`); faster
-    for small networks on a GPU, often slower on a CPU. 1 (default): one point at a time.
+    for small networks on a GPU, slower on a CPU. 1: one point at a time; "auto" (default):
+    chosen per device and network (`resolve_points_per_pass`).
     """
     ts = _as_ts(ts)
-    points_per_pass = check_points_per_pass(points_per_pass)
+    points_per_pass = resolve_points_per_pass(
+        points_per_pass, curve.model, curve.space.unflatten(curve.point(0.0).detach()), data
+    )
     config = {
         "ts": ts.tolist(),
         "curve": fingerprint(curve.endpoints, curve.bends),

@@ -27,8 +27,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from modeconn.batched import check_points_per_pass, resolve_points_per_pass
 from modeconn.curves import Curve, curve_args
-from modeconn.path import METRICS, check_points_per_pass, finite_stats, points_metrics
+from modeconn.path import METRICS, finite_stats, points_metrics
 from modeconn.store import PartialGrid, SavedResult, plain_meta
 from modeconn.weights import WeightSpace, fingerprint
 
@@ -291,7 +292,7 @@ def evaluate_plane(
     partial: str | Path | None = None,
     save_every_s: float = 30.0,
     shard: tuple[int, int] | None = None,
-    points_per_pass: int = 1,
+    points_per_pass: int | str = "auto",
 ) -> PlaneResult | None:
     """Train/test loss, nll and error (%) at every node of a grid over `plane`.
 
@@ -310,7 +311,8 @@ def evaluate_plane(
     `partial` (required); it returns None while other shards are missing. `merge_partials`
     joins the shard files, and a final call with the merged file assembles the result.
     points_per_pass: nodes evaluated together in one vmap'd pass (`evaluate_points`); faster
-    for small networks on a GPU, often slower on a CPU. 1 (default): one node at a time.
+    for small networks on a GPU, slower on a CPU. 1: one node at a time; "auto" (default):
+    chosen per device and network (`resolve_points_per_pass`).
     """
     gx, gy = _grid_sizes(grid)
     points_per_pass = check_points_per_pass(points_per_pass)
@@ -357,6 +359,9 @@ def evaluate_plane(
         values = job.values
     else:
         values = {name: np.empty((gx, gy)) for name in METRICS}
+    points_per_pass = resolve_points_per_pass(
+        points_per_pass, model, space.unflatten(plane.point(xs[0], ys[0])), data
+    )
     begin = time.perf_counter()
     nodes = [
         (i, j)

@@ -1,5 +1,7 @@
 """Several weight points in one vmap'd pass give the results of one point at a time."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import modeconn.batched
 import modeconn.path
-from modeconn.batched import evaluate_points
+from modeconn.batched import (
+    choose_points_per_pass,
+    evaluate_points,
+    resolve_points_per_pass,
+)
 from modeconn.evaluation import evaluate_point
 from modeconn.path import evaluate_path
 from modeconn.plane import Plane, evaluate_plane
@@ -167,9 +174,80 @@ def test_path_with_three_points_per_pass_equals_one_point_at_a_time(bezier, data
     np.testing.assert_array_equal(three.arc_length, one.arc_length)
 
 
-def test_points_per_pass_must_be_a_positive_int(bezier, data):
-    with pytest.raises(ValueError, match="points_per_pass must be an int >= 1"):
-        evaluate_path(bezier, data, ts=3, progress=False, points_per_pass=0)
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "fast", None])
+def test_points_per_pass_must_be_a_positive_int_or_auto(bezier, data, bad):
+    with pytest.raises(ValueError, match="points_per_pass must be an int >= 1 .* or 'auto'"):
+        evaluate_path(bezier, data, ts=3, progress=False, points_per_pass=bad)
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in model.named_parameters()}
+
+
+def test_auto_is_one_point_at_a_time_on_a_cpu_without_timing_anything(data, monkeypatch):
+    def no_timing(*args, **kwargs):
+        raise AssertionError("auto must not time anything on a CPU")
+
+    monkeypatch.setattr(modeconn.batched, "choose_points_per_pass", no_timing)
+    net = TinyNet()
+    assert resolve_points_per_pass("auto", net, _weights(net), data) == 1
+    assert resolve_points_per_pass(6, net, _weights(net), data) == 6
+
+
+def test_auto_times_the_network_on_other_devices(monkeypatch):
+    chosen = []
+
+    def fake_choice(model, weights, data, **kwargs):
+        chosen.append(model)
+        return 8
+
+    monkeypatch.setattr(modeconn.batched, "choose_points_per_pass", fake_choice)
+    on_gpu = SimpleNamespace(train_x=SimpleNamespace(device=torch.device("cuda", 0)))
+    net = TinyNet()
+    assert resolve_points_per_pass("auto", net, _weights(net), on_gpu) == 8
+    assert chosen == [net]
+
+
+def _timed_choice(data, monkeypatch, seconds: dict[int, float]) -> tuple[int, list[int]]:
+    """choose_points_per_pass on a fresh TinyNet with these seconds per point per count."""
+    tried = []
+
+    def fake_seconds(model, weights, data, plan, points, bn_batch_size):
+        tried.append(points)
+        if seconds[points] is None:
+            raise torch.OutOfMemoryError("out of memory")
+        return seconds[points]
+
+    monkeypatch.setattr(modeconn.batched, "_seconds_per_point", fake_seconds)
+    net = TinyNet()
+    return choose_points_per_pass(net, _weights(net), data), tried
+
+
+@pytest.mark.parametrize(
+    "seconds, best, tried",
+    [
+        ({1: 1.0, 2: 0.6, 4: 0.4, 8: 0.5, 16: 0.1}, 4, [1, 2, 4, 8]),  # stops once it loses
+        ({1: 1.0, 2: 1.2, 4: 0.1}, 1, [1, 2]),  # slower on a CPU-like device: one at a time
+        ({1: 1.0, 2: 0.99, 4: 0.5}, 1, [1, 2]),  # a 1 % gain is noise, not a win
+        ({1: 1.0, 2: 0.5, 4: None}, 2, [1, 2, 4]),  # out of memory at 4
+        ({1: 1.0, 2: 0.5, 4: 0.3, 8: 0.2, 16: 0.1}, 16, [1, 2, 4, 8, 16]),
+    ],
+)
+def test_the_fastest_count_is_chosen(data, monkeypatch, seconds, best, tried):
+    assert _timed_choice(data, monkeypatch, seconds) == (best, tried)
+
+
+def test_the_choice_is_timed_once_per_model(data, monkeypatch):
+    net = TinyNet()
+    first = choose_points_per_pass(net, _weights(net), data, candidates=(1, 2))
+    assert first in (1, 2)
+    monkeypatch.setattr(modeconn.batched, "_seconds_per_point", None)  # would fail if called
+    assert choose_points_per_pass(net, _weights(net), data, candidates=(1, 2)) == first
+
+
+def test_a_model_vmap_cannot_run_is_evaluated_one_point_at_a_time(data):
+    net = Branchy()
+    assert choose_points_per_pass(net, _weights(net), data) == 1
 
 
 def test_interrupted_plane_with_points_per_pass_resumes_without_recomputing(

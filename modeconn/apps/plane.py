@@ -75,7 +75,7 @@ def run(cfg: DictConfig) -> PlaneResult | None:
         wd=curve_wd(cfg, ckpt),
         bn_samples=cfg.bn_samples,
         batch_size=cfg.batch_size,
-        points_per_pass=cfg.get("points_per_pass", 1),  # the demo's stages leave it out
+        points_per_pass=cfg.get("points_per_pass", "auto"),  # the demo's stages leave it out
         progress=cfg.progress and rank == 0,
         save_every_s=cfg.save_every_s,
     )
