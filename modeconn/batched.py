@@ -253,14 +253,21 @@ def resolve_points_per_pass(
     data,
     *,
     bn_batch_size: int = 128,
+    compile: bool = False,
 ) -> int:
     """The number of points per pass to run: an int as given; "auto" is 1 on a CPU (batching
     never won there in benchmarks/bench_batched.py) and on other devices the fastest count
-    timed by `choose_points_per_pass` for this network and data (cached)."""
+    timed by `choose_points_per_pass` for this network and data (cached). A compiled network
+    (`compile=True`) runs one point per pass."""
     points_per_pass = check_points_per_pass(points_per_pass)
+    if compile and points_per_pass not in (AUTO, 1):
+        raise ValueError(
+            f"compile=True evaluates one point per pass, got points_per_pass={points_per_pass}: "
+            "use points_per_pass=1 (or auto), or compile=False to batch points with vmap"
+        )
     if points_per_pass != AUTO:
         return points_per_pass
-    if data.train_x.device.type == "cpu":
+    if compile or data.train_x.device.type == "cpu":
         return 1
     return choose_points_per_pass(model, weights, data, bn_batch_size=bn_batch_size)
 

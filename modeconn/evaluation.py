@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -25,6 +26,55 @@ Batches = Tensor | Iterable[Tensor] | Iterable[tuple[Tensor, Tensor]]
 
 def _forward(model: nn.Module, weights: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
     return model(x) if weights is None else functional_call(model, dict(weights), (x,))
+
+
+_COMPILED: dict[int, tuple[weakref.ref, nn.Module | None]] = {}
+
+
+def compiled(model: nn.Module) -> nn.Module | None:
+    """`torch.compile(model)` with static shapes, made once per model object (None once it
+    has failed). It shares the model's parameters, buffers and hooks, and weights passed by
+    `functional_call` become graph inputs, so every weight point reuses one compiled graph per
+    mode and batch shape."""
+    key = id(model)
+    entry = _COMPILED.get(key)
+    if entry is None or entry[0]() is not model:
+        entry = (weakref.ref(model), torch.compile(model, dynamic=False))
+        _COMPILED[key] = entry
+    return entry[1]
+
+
+class _Runner:
+    """Runs a pass of a model's forward calls over batches: through its compiled version
+    (`compiled`) when `compile` is set, for batches of the size of the pass's first batch (the
+    batch size, or all the data when there is less); a batch of another size (the last,
+    shorter one) runs eagerly rather than compiling another graph. A compile failure warns
+    once and falls back to eager execution for this model."""
+
+    def __init__(self, model: nn.Module, compile: bool):
+        self.model, self.size = model, None
+        self.fast = compiled(model) if compile else None
+
+    def __call__(self, weights: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
+        self.size = len(x) if self.size is None else self.size
+        if self.fast is None or len(x) != self.size:
+            return _forward(self.model, weights, x)
+        try:
+            return _forward(self.fast, weights, x)
+        except Exception as err:  # any compiler failure means: run eagerly
+            if isinstance(err, torch.OutOfMemoryError):
+                raise
+            out = _forward(self.model, weights, x)  # the model's own error if it fails too
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            warnings.warn(
+                f"torch.compile failed on {type(self.model).__name__} ({reason}); evaluating "
+                "it without compiling (compile=False)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            _COMPILED[id(self.model)] = (weakref.ref(self.model), None)
+            self.fast = None
+            return out
 
 
 def _input_batches(data: Batches, batch_size: int, num_samples: int | None) -> Iterable[Tensor]:
@@ -126,6 +176,7 @@ def recompute_bn(
     batch_size: int = 1024,
     num_samples: int | None = None,
     exact: bool = True,
+    compile: bool = False,
 ) -> int:
     """Reset and re-estimate every BatchNorm layer's running mean and variance.
 
@@ -142,20 +193,26 @@ def recompute_bn(
     samples used.
 
     Cost: the layers run with momentum 1, so after each batch their running buffers hold that
-    batch's mean and unbiased variance (computed by BatchNorm anyway); a hook merges these
-    per-channel numbers, so no activation is read twice.
+    batch's mean and unbiased variance (computed by BatchNorm anyway); a hook copies these
+    per-channel numbers, merged after the batch, so no activation is read twice.
+    `compile=True` runs the full-size batches through `torch.compile` (`compiled`).
     """
     layers = batchnorm_layers(model)
     if not layers:
         return 0
     stats: dict[int, Moments] = {id(m): (0, 0.0, 0.0) for m in layers}
+    seen: list[tuple[int, int, Tensor, Tensor]] = []  # one batch's (layer, n, mean, var)
 
-    def accumulate(module: _BatchNorm, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+    def collect(module: _BatchNorm, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         x = inputs[0]
-        n_b = x.numel() // x.shape[1]
         # momentum 1: the buffers hold this batch's mean and unbiased variance
-        stats[id(module)] = merge_moments(
-            *stats[id(module)], n_b, module.running_mean, module.running_var, exact=exact
+        seen.append(
+            (
+                id(module),
+                x.numel() // x.shape[1],
+                module.running_mean.clone(),
+                module.running_var.clone(),
+            )
         )
 
     # Reset first: with momentum 1 the update is 0 * old + batch, and 0 * NaN (left by a
@@ -163,10 +220,16 @@ def recompute_bn(
     for m in layers:
         m.reset_running_stats()
     samples = 0
-    with batchnorm_pass(model, layers, accumulate):
+    run = _Runner(model, compile)
+    with batchnorm_pass(model, layers, collect):
         for x in _input_batches(data, batch_size, num_samples):
-            _forward(model, weights, x)
+            seen.clear()  # only the statistics of the call that returned
+            run(weights, x)
             samples += len(x)
+            # merged outside the forward pass, so a compiled graph holds no running counts
+            for key, n_b, mean_b, var_b in seen:
+                stats[key] = merge_moments(*stats[key], n_b, mean_b, var_b, exact=exact)
+            seen.clear()
     if samples == 0:
         raise ValueError("recompute_bn got no data: pass at least one sample")
     for m in layers:
@@ -196,15 +259,15 @@ def predict(
     weights: Mapping[str, Tensor] | None = None,
     *,
     batch_size: int = 1024,
+    compile: bool = False,
 ) -> Tensor:
-    """Log-probabilities (N, C) of the network on inputs x (N, ...), in eval mode."""
+    """Log-probabilities (N, C) of the network on inputs x (N, ...), in eval mode
+    (`compile=True`: full-size batches through `torch.compile`, see `compiled`)."""
     mode = model.training
     model.eval()
+    run = _Runner(model, compile)
     try:
-        outs = [
-            F.log_softmax(_forward(model, weights, xb).float(), dim=1)
-            for xb in torch.split(x, batch_size)
-        ]
+        outs = [F.log_softmax(run(weights, xb).float(), dim=1) for xb in torch.split(x, batch_size)]
     finally:
         model.train(mode)
     return torch.cat(outs)
@@ -224,17 +287,23 @@ def evaluate(
     weights: Mapping[str, Tensor] | None = None,
     *,
     batch_size: int = 1024,
+    compile: bool = False,
 ) -> Metrics:
     """NLL and error (%) of the network on inputs x (N, ...) and labels y (N,), in eval mode."""
-    return metrics(predict(model, x, weights, batch_size=batch_size), y)
+    return metrics(predict(model, x, weights, batch_size=batch_size, compile=compile), y)
 
 
 def channels_last(x: Tensor) -> Tensor:
-    """x (N, C, H, W) in channels_last layout, converted once per tensor and cached."""
+    """x (N, C, H, W) in channels_last layout, converted once per tensor and cached.
+
+    The copy is a normal tensor even when made under `inference_mode`, so the BatchNorm pass
+    (no_grad) and the evaluation passes (inference_mode) hand a compiled model the same kind
+    of input, and one graph per batch shape serves both modes' guards."""
     key = id(x)
     entry = _LAYOUTS.get(key)
     if entry is None or entry[0]() is not x:
-        converted = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(False):
+            converted = x.contiguous(memory_format=torch.channels_last)
         entry = (weakref.ref(x, functools.partial(_forget_layout, key)), converted)
         _LAYOUTS[key] = entry
     return entry[1]
@@ -321,6 +390,7 @@ def prepare_point(
     bn_samples: int | None = None,
     bn_batch_size: int = 128,
     bn_exact: bool = True,
+    compile: bool = False,
 ) -> dict[str, Tensor] | None:
     """Make `model` ready to evaluate `weights`: BatchNorm statistics recomputed on the
     un-augmented train data of `data` (a `Dataset`). Returns the weights, detached.
@@ -338,6 +408,7 @@ def prepare_point(
         batch_size=bn_batch_size,
         num_samples=bn_samples,
         exact=bn_exact,
+        compile=compile,
     )
     return weights
 
@@ -352,20 +423,35 @@ def evaluate_point(
     batch_size: int | None = None,
     bn_batch_size: int = 128,
     bn_exact: bool = True,
+    compile: bool = False,
 ) -> dict[str, Metrics]:
     """Recompute BatchNorm statistics on un-augmented train data, then evaluate each split.
 
     `data` is a `modeconn.data.Dataset`; `weights` a name->tensor dict (None: the model's own).
     `batch_size` of the evaluation passes: None picks the fastest (`eval_plan`).
+    `compile=True` runs the forward passes through `torch.compile` (`compiled`): one graph
+    per mode and batch size, compiled on the first point and reused by every later one,
+    results equal up to float rounding; worth its compile time on long jobs.
     """
     weights = prepare_point(
-        model, weights, data, bn_samples=bn_samples, bn_batch_size=bn_batch_size, bn_exact=bn_exact
+        model,
+        weights,
+        data,
+        bn_samples=bn_samples,
+        bn_batch_size=bn_batch_size,
+        bn_exact=bn_exact,
+        compile=compile,
     )
     out = {}
     for split in splits:
         x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
         plan = eval_plan(model, data.train_x, weights)
         out[split] = evaluate(
-            model, plan.layout(x), y, weights, batch_size=batch_size or plan.batch_size
+            model,
+            plan.layout(x),
+            y,
+            weights,
+            batch_size=batch_size or plan.batch_size,
+            compile=compile,
         )
     return out

@@ -157,11 +157,16 @@ def node_metrics(point: Tensor, res: Mapping[str, Metrics], wd: float) -> dict[s
 
 
 def point_metrics(
-    model, space: WeightSpace, point, data, wd: float, bn_samples, batch_size
+    model, space: WeightSpace, point, data, wd: float, bn_samples, batch_size, compile=False
 ) -> dict[str, float]:
     """The six METRICS of one flat weight point (loss = nll + 0.5 * wd * ||point||^2)."""
     res = evaluate_point(
-        model, space.unflatten(point), data, bn_samples=bn_samples, batch_size=batch_size
+        model,
+        space.unflatten(point),
+        data,
+        bn_samples=bn_samples,
+        batch_size=batch_size,
+        compile=compile,
     )
     return node_metrics(point, res, wd)
 
@@ -175,11 +180,16 @@ def points_metrics(
     bn_samples,
     batch_size,
     points_per_pass: int = 1,
+    compile: bool = False,
 ) -> list[dict[str, float]]:
-    """`point_metrics` of each flat point (D,): one at a time if points_per_pass is 1, else
-    all of them in one vmap'd pass (`evaluate_points`; len(points) <= points_per_pass)."""
+    """`point_metrics` of each flat point (D,): one at a time if points_per_pass is 1 (through
+    `torch.compile` if `compile`), else all of them in one vmap'd pass (`evaluate_points`;
+    len(points) <= points_per_pass)."""
     if points_per_pass == 1:
-        return [point_metrics(model, space, p, data, wd, bn_samples, batch_size) for p in points]
+        return [
+            point_metrics(model, space, p, data, wd, bn_samples, batch_size, compile)
+            for p in points
+        ]
     results = evaluate_points(
         model,
         [space.unflatten(p) for p in points],
@@ -215,6 +225,7 @@ def evaluate_path(
     partial: str | Path | None = None,
     save_every_s: float = 30.0,
     points_per_pass: int | str = "auto",
+    compile: bool = False,
 ) -> PathResult:
     """Train/test loss, nll and error (%) at each t along `curve` (any `Curve`, a `Line` too).
 
@@ -229,10 +240,16 @@ def evaluate_path(
     points_per_pass: points evaluated together in one vmap'd pass (`evaluate_points`); faster
     for small networks on a GPU, slower on a CPU. 1: one point at a time; "auto" (default):
     chosen per device and network (`resolve_points_per_pass`).
+    compile: run the network through `torch.compile` (one point per pass): compiling takes
+    seconds to a minute on the first point and pays off on long paths.
     """
     ts = _as_ts(ts)
     points_per_pass = resolve_points_per_pass(
-        points_per_pass, curve.model, curve.space.unflatten(curve.point(0.0).detach()), data
+        points_per_pass,
+        curve.model,
+        curve.space.unflatten(curve.point(0.0).detach()),
+        data,
+        compile=compile,
     )
     config = {
         "ts": ts.tolist(),
@@ -270,6 +287,7 @@ def evaluate_path(
                 bn_samples,
                 batch_size,
                 points_per_pass,
+                compile,
             )
             for (j, _), node in zip(pending, nodes, strict=True):
                 if job is None:
@@ -291,6 +309,7 @@ def evaluate_path(
         "bn_samples": bn_samples,
         "batch_size": batch_size,
         "points_per_pass": points_per_pass,
+        "compile": compile,
         "seconds": seconds,
         "seconds_per_point": seconds / len(ts),
         "length": math.fsum(lengths),

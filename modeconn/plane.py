@@ -293,6 +293,7 @@ def evaluate_plane(
     save_every_s: float = 30.0,
     shard: tuple[int, int] | None = None,
     points_per_pass: int | str = "auto",
+    compile: bool = False,
 ) -> PlaneResult | None:
     """Train/test loss, nll and error (%) at every node of a grid over `plane`.
 
@@ -313,6 +314,8 @@ def evaluate_plane(
     points_per_pass: nodes evaluated together in one vmap'd pass (`evaluate_points`); faster
     for small networks on a GPU, slower on a CPU. 1: one node at a time; "auto" (default):
     chosen per device and network (`resolve_points_per_pass`).
+    compile: run the network through `torch.compile` (one node per pass): compiling takes
+    seconds to a minute on the first node and pays off on large grids.
     """
     gx, gy = _grid_sizes(grid)
     points_per_pass = check_points_per_pass(points_per_pass)
@@ -360,7 +363,7 @@ def evaluate_plane(
     else:
         values = {name: np.empty((gx, gy)) for name in METRICS}
     points_per_pass = resolve_points_per_pass(
-        points_per_pass, model, space.unflatten(plane.point(xs[0], ys[0])), data
+        points_per_pass, model, space.unflatten(plane.point(xs[0], ys[0])), data, compile=compile
     )
     begin = time.perf_counter()
     nodes = [
@@ -379,7 +382,7 @@ def evaluate_plane(
                 continue
             points = [plane.point(xs[a], ys[b]) for a, b in pending]
             results = points_metrics(
-                model, space, points, data, wd, bn_samples, batch_size, points_per_pass
+                model, space, points, data, wd, bn_samples, batch_size, points_per_pass, compile
             )
             for ij, node in zip(pending, results, strict=True):
                 if job is None:
@@ -415,6 +418,7 @@ def evaluate_plane(
         "bn_samples": bn_samples,
         "batch_size": batch_size,
         "points_per_pass": points_per_pass,
+        "compile": compile,
         "seconds": seconds,
         "seconds_per_point": seconds / (gx * gy),
     }
