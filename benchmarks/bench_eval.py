@@ -3,9 +3,12 @@
 For each workload: the same weight points (a grid on the plane through three networks), the
 same data; per point BatchNorm statistics recomputed, then train and test loss/error.
 Prints points per second of both, the ratio, our time over the compute floor (bare forward
-passes of the same samples at the best batch size), the achieved FLOP rate against a matmul
-peak measured in the same run, and the agreement of the results; then the same points through
-`torch.compile` (`compile=True`), its time to compile on a first point shown apart.
+passes of the same samples at the best batch size), the achieved FLOP rate against a peak
+(matmul or 1x1 convolution) measured in the same run, and the agreement of the results; then
+the same points through `torch.compile` (`compile=True`), its time to compile on a first
+point shown apart, and in bfloat16 (`autocast="bfloat16"`) with the error it costs.
+The contenders take turns point by point, so every ratio compares timings made seconds apart
+(a shared host drifts by 20 % within minutes); ratios are medians over the points.
 
     python benchmarks/bench_eval.py [--points 6] [--workload "digits ConvFC"] [--markdown f]
 """
@@ -13,6 +16,7 @@ peak measured in the same run, and the agreement of the results; then the same p
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -24,9 +28,10 @@ import reference  # noqa: E402
 from common import (  # noqa: E402
     WORKLOADS,
     as_dataset,
+    best_forward,
+    compute_peak,
     flops_per_sample,
-    forward_floor,
-    matmul_peak,
+    forward_passes,
     report,
     timed,
 )
@@ -50,6 +55,10 @@ def grid_points(make_model, n: int) -> tuple[torch.nn.Module, list[torch.Tensor]
     return nets[0], [plane.point(x * 10.0, y * 10.0) for x, y in coords]
 
 
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}"
+
+
 def run(name: str, spec: dict, n_points: int, ours_batch: int, device: torch.device) -> dict:
     raw = spec["raw"]()
     data = as_dataset(name, raw, spec["scale"], spec["mean"], spec["std"]).to(device)
@@ -58,10 +67,12 @@ def run(name: str, spec: dict, n_points: int, ours_batch: int, device: torch.dev
     points = [p.to(device) for p in points]
     space = WeightSpace.from_module(model)
     has_bn = bool(batchnorm_layers(model))
+    xtr, ytr, xte, yte = raw
+    budget = len(ytr) // 5  # a BatchNorm sample budget: a fifth of the train set
 
-    # Ours: the engine as every analysis calls it, after its one-time choice of layout, batch
-    # size and points per pass ("auto": 1 on a CPU, timed on a GPU), timed separately: it is
-    # paid once per model, not per point.
+    # One-time costs, timed apart (paid once per model, not per point): our choice of layout,
+    # batch size and points per pass ("auto": 1 on a CPU, timed on a GPU); compiling the
+    # graphs for compile=True on a first point; the floor's best batch size and layout.
     first = space.unflatten(points[0])
     tune_s, (plan, per_pass) = timed(
         lambda: (
@@ -69,46 +80,64 @@ def run(name: str, spec: dict, n_points: int, ours_batch: int, device: torch.dev
             resolve_points_per_pass("auto", model, first, data),
         )
     )
-
-    def ours():
-        out = []
-        for i in range(0, len(points), per_pass):
-            chunk = [space.unflatten(p) for p in points[i : i + per_pass]]
-            if per_pass == 1:
-                out.append(evaluate_point(model, chunk[0], data, batch_size=ours_batch))
-            else:
-                out.extend(evaluate_points(model, chunk, data, batch_size=ours_batch))
-        return out
-
-    ours_s, ours_res = timed(ours)
-
-    # Ours through torch.compile (compile=True, one point per pass): the first point compiles
-    # the graphs (timed apart, as it is paid once per model), then every point is timed.
-    def compiled_points(chunk):
-        return [
-            evaluate_point(model, space.unflatten(p), data, batch_size=ours_batch, compile=True)
-            for p in chunk
-        ]
-
-    compile_s, _ = timed(lambda: compiled_points(points[:1]))
-    comp_s, comp_res = timed(lambda: compiled_points(points))
-    comp_delta = max(
-        abs(c[s].nll - o[s].nll)
-        for c, o in zip(comp_res, ours_res, strict=True)
-        for s in ("train", "test")
+    compile_s, _ = timed(
+        lambda: evaluate_point(model, first, data, batch_size=ours_batch, compile=True)
     )
+    eval_plan(model, data.train_x, first, "bfloat16")  # the bf16 plan, timed once likewise
+    floor_x, floor_batch, floor_setting = best_forward(model, data.train_x)
+    samples_per_point = len(ytr) * (2 if has_bn else 1) + len(yte)
 
     # The reference algorithm on the same points, on CPU DataLoaders as in 2018.
-    xtr, ytr, xte, yte = raw
     ref_model = spec["model"]().to(device)
     make = lambda x, y: reference.PerSampleImages(x, y, spec["scale"], spec["mean"], spec["std"])  # noqa: E731
     pin = device.type == "cuda"
     train_loader = reference.loader(make(xtr, ytr), pin_memory=pin)
     test_loader = reference.loader(make(xte, yte), pin_memory=pin)
-    ref_points = [p.cpu() for p in points] if device.type == "cpu" else points
-    ref_s, ref_res = timed(
-        lambda: reference.evaluate_points(ref_model, ref_points, train_loader, test_loader)
-    )
+
+    def ours(chunk: list[torch.Tensor], **kw) -> list:
+        weights = [space.unflatten(p) for p in chunk]
+        if len(weights) == 1:
+            return [evaluate_point(model, weights[0], data, batch_size=ours_batch, **kw)]
+        return evaluate_points(model, weights, data, batch_size=ours_batch, **kw)
+
+    # Every contender on the same point, one after another, point by point (the first one
+    # rotating): a shared host's speed drifts by 20 % within minutes, so each ratio is taken
+    # between timings made seconds apart, and the table reports the median ratio and range.
+    contenders = {
+        "ref": lambda c: reference.evaluate_points(ref_model, c, train_loader, test_loader),
+        "ours": ours,
+        "compiled": lambda c: [
+            evaluate_point(model, space.unflatten(p), data, batch_size=ours_batch, compile=True)
+            for p in c
+        ],
+        "floor": lambda c: forward_passes(model, floor_x, floor_batch, samples_per_point * len(c)),
+    }
+    contenders["bf16"] = lambda c: ours(c, autocast="bfloat16")
+    if has_bn:
+        contenders["budget"] = lambda c: ours(c, bn_samples=budget)
+    seconds = {k: [] for k in contenders}
+    results = {k: [] for k in contenders}
+    chunks = [points[i : i + per_pass] for i in range(0, len(points), per_pass)]
+    for turn, chunk in enumerate(chunks):
+        names = list(contenders)
+        names = names[turn % len(names) :] + names[: turn % len(names)]
+        for key in names:
+            took, out = timed(lambda k=key, c=chunk: contenders[k](c))
+            seconds[key].append(took)
+            results[key].extend(out or [])
+
+    def ratios(num: str, den: str) -> list[float]:
+        return [a / b for a, b in zip(seconds[num], seconds[den], strict=True)]
+
+    def error_gap(a: list, b: list) -> float:
+        return max(abs(x[s].error - y[s].error) for x, y in zip(a, b, strict=True) for s in x)
+
+    def nll_gap(a: list, b: list, ref: bool = False) -> float:
+        return max(
+            abs(x[s].nll - (y[i]["nll"] if ref else y[s].nll))
+            for x, y in zip(a, b, strict=True)
+            for i, s in enumerate(("train", "test"))
+        )
 
     # Agreement: ours with the reference's BatchNorm estimator (batch 128, batch-size-weighted
     # average of per-batch variances) must match it; exact BN differs by the estimator alone.
@@ -116,55 +145,41 @@ def run(name: str, spec: dict, n_points: int, ours_batch: int, device: torch.dev
         evaluate_point(model, space.unflatten(p), data, bn_batch_size=128, bn_exact=False)
         for p in points
     ]
-    agree = max(
-        abs(c[s].nll - r[i]["nll"])
-        for c, r in zip(compat, ref_res, strict=True)
-        for i, s in enumerate(("train", "test"))
-    )
-    estimator = max(
-        abs(o[s].nll - r[i]["nll"])
-        for o, r in zip(ours_res, ref_res, strict=True)
-        for i, s in enumerate(("train", "test"))
-    )
-
-    # A BatchNorm sample budget: a fifth of the train set, its speed and the error it costs.
-    budget = len(ytr) // 5
-    budget_s, budget_res = timed(
-        lambda: [evaluate_point(model, space.unflatten(p), data, bn_samples=budget) for p in points]
-    )
-    budget_err = max(
-        abs(b[s].nll - o[s].nll)
-        for b, o in zip(budget_res, ours_res, strict=True)
-        for s in ("train", "test")
-    )
-
-    # Compute floor: the same number of bare forward passes at the best batch size.
-    samples_per_point = len(ytr) * (2 if has_bn else 1) + len(yte)
-    floor_s, floor_setting = forward_floor(model, data.train_x, samples_per_point * n_points)
     fps = flops_per_sample(model, data.train_x[:64])
-    peak = matmul_peak(device)
-    achieved = fps * samples_per_point * n_points / ours_s
+    peak = compute_peak(device)
+    ours_s, ref_s = sum(seconds["ours"]), sum(seconds["ref"])
+    speedups, comp_speedups = ratios("ref", "ours"), ratios("ref", "compiled")
     return {
         "workload": name,
         "points": n_points,
         "ref_pps": n_points / ref_s,
         "ours_pps": n_points / ours_s,
-        "speedup": ref_s / ours_s,
-        "floor_ratio": ours_s / floor_s,
-        "ref_floor_ratio": ref_s / floor_s,
-        "comp_pps": n_points / comp_s,
-        "comp_speedup": ref_s / comp_s,
+        "speedup": statistics.median(speedups),
+        "speedup_range": _spread(speedups),
+        "floor_ratio": statistics.median(ratios("ours", "floor")),
+        "ref_floor_ratio": statistics.median(ratios("ref", "floor")),
+        "comp_pps": n_points / sum(seconds["compiled"]),
+        "comp_speedup": statistics.median(comp_speedups),
+        "comp_range": _spread(comp_speedups),
+        "comp_floor_ratio": statistics.median(ratios("compiled", "floor")),
         "compile_s": compile_s,
-        "comp_delta": comp_delta,
+        "bf16_pps": n_points / sum(seconds["bf16"]),
+        "bf16_speedup": statistics.median(ratios("ref", "bf16")),
+        "bf16_range": _spread(ratios("ref", "bf16")),
+        "bf16_vs_ours": statistics.median(ratios("ours", "bf16")),
+        "bf16_nll": nll_gap(results["bf16"], results["ours"]),
+        "bf16_error": error_gap(results["bf16"], results["ours"]),
+        "comp_delta": nll_gap(results["compiled"], results["ours"]),
         "floor_setting": floor_setting,
         "tune_s": tune_s,
         "plan": f"{'channels_last' if plan.channels_last else 'NCHW'} batch {plan.batch_size}, "
         f"{per_pass} point{'s' if per_pass > 1 else ''} per pass",
-        "gflops": achieved / 1e9,
+        "gflops": fps * samples_per_point * n_points / ours_s / 1e9,
         "peak_gflops": peak / 1e9,
-        "agree": agree,
-        "estimator": estimator,
-        "budget": f"{budget}: {n_points / budget_s:.2f} pts/s, max abs Δ nll {budget_err:.1e}"
+        "agree": nll_gap(compat, results["ref"], ref=True),
+        "estimator": nll_gap(results["ours"], results["ref"], ref=True),
+        "budget": f"{budget}: {statistics.median(ratios('ours', 'budget')):.2f}x faster, "
+        f"max abs Δ nll {nll_gap(results['budget'], results['ours']):.1e}"
         if has_bn
         else "no BatchNorm",
     }
@@ -172,31 +187,48 @@ def run(name: str, spec: dict, n_points: int, ours_batch: int, device: torch.dev
 
 def compiled_table(rows: list[dict]) -> str:
     lines = [
-        "| workload | compiled pts/s | speed-up vs reference | first point incl. compiling (s) "
-        "| max abs Δ nll vs eager |",
-        "|---|---|---|---|---|",
+        "| workload | compiled pts/s | speed-up vs reference (median of points, range) | "
+        "compiled / floor | first point incl. compiling (s) | max abs Δ nll vs eager |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['workload']} | {r['comp_pps']:.2f} | {r['comp_speedup']:.1f}x | "
-            f"{r['compile_s']:.1f} | {r['comp_delta']:.1e} |"
+            f"| {r['workload']} | {r['comp_pps']:.2f} | {r['comp_speedup']:.2f}x "
+            f"({r['comp_range']}) | {r['comp_floor_ratio']:.2f} | {r['compile_s']:.1f} | "
+            f"{r['comp_delta']:.1e} |"
+        )
+    return "\n".join(lines)
+
+
+def autocast_table(rows: list[dict]) -> str:
+    lines = [
+        "| workload | bf16 pts/s | speed-up vs reference (median of points, range) | "
+        "vs ours in float32 | max abs Δ nll vs float32 | max abs Δ error (points) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['workload']} | {r['bf16_pps']:.2f} | {r['bf16_speedup']:.2f}x "
+            f"({r['bf16_range']}) | {r['bf16_vs_ours']:.2f}x | {r['bf16_nll']:.1e} | "
+            f"{r['bf16_error']:.2f} |"
         )
     return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
     head = (
-        "| workload | points | reference pts/s | ours pts/s | speed-up | ours / floor | "
-        "reference / floor | GFLOP/s (matmul peak) | max abs Δ nll vs ref (same BN estimator) | "
-        "exact BN vs ref estimator | our plan (tuning s) | bn_samples budget |\n"
+        "| workload | points | reference pts/s | ours pts/s | speed-up (median of points, range) "
+        "| ours / floor | reference / floor | GFLOP/s (peak: matmul or conv) | max abs Δ nll vs "
+        "ref (same BN estimator) | exact BN vs ref estimator | our plan (tuning s) | "
+        "bn_samples budget |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in rows:
         lines.append(
             f"| {r['workload']} | {r['points']} | {r['ref_pps']:.2f} | {r['ours_pps']:.2f} | "
-            f"{r['speedup']:.1f}x | {r['floor_ratio']:.2f} (floor: {r['floor_setting']}) | "
-            f"{r['ref_floor_ratio']:.2f} | "
+            f"{r['speedup']:.2f}x ({r['speedup_range']}) | {r['floor_ratio']:.2f} (floor: "
+            f"{r['floor_setting']}) | {r['ref_floor_ratio']:.2f} | "
             f"{r['gflops']:.1f} ({r['peak_gflops']:.0f}) | {r['agree']:.1e} | "
             f"{r['estimator']:.1e} | {r['plan']} ({r['tune_s']:.1f}) | {r['budget']} |"
         )
@@ -204,7 +236,11 @@ def table(rows: list[dict]) -> str:
 
 
 def both_tables(rows: list[dict]) -> str:
-    return f"{table(rows)}\n\nWith `compile=True`:\n\n{compiled_table(rows)}"
+    return (
+        f"{table(rows)}\n\nWith `compile=True`:\n\n{compiled_table(rows)}\n\n"
+        f"With `autocast='bfloat16'` (opt-in; not within 1e-4 of the reference):\n\n"
+        f"{autocast_table(rows)}"
+    )
 
 
 def main() -> None:

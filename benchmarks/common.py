@@ -36,15 +36,21 @@ def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
     return best, out
 
 
-def matmul_peak(device: torch.device, n: int = 2048, dtype=torch.float32) -> float:
-    """Measured FLOP/s of an n x n matmul on `device` (the achievable peak)."""
-    a, b = (
-        torch.randn(n, n, device=device, dtype=dtype),
-        torch.randn(n, n, device=device, dtype=dtype),
-    )
-    a @ b
-    seconds, _ = timed(lambda: a @ b, repeat=5)
-    return 2 * n**3 / seconds
+def compute_peak(device: torch.device, n: int = 2048, dtype=torch.float32) -> float:
+    """Measured FLOP/s the device reaches on dense work: the better of an n x n matmul and a
+    1x1 convolution (512 -> 512 channels, 32x32, batch 64, channels_last: a matrix product
+    through the convolution library, where no fast 3x3 algorithm can inflate the count). On
+    this AMD host the BLAS matmul reaches 60 % of the convolution library's rate."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    matmul_s, _ = timed(lambda: a @ b, repeat=5)
+    x = torch.randn(64, 512, 32, 32, device=device, dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(512, 512, 1, bias=False).to(device, dtype)
+    conv = conv.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        conv(x)
+        conv_s, _ = timed(lambda: conv(x), repeat=5)
+    return max(2 * n**3 / matmul_s, 2 * 64 * 512 * 512 * 32 * 32 / conv_s)
 
 
 def flops_per_sample(model: nn.Module, x: Tensor) -> float:
@@ -55,10 +61,10 @@ def flops_per_sample(model: nn.Module, x: Tensor) -> float:
     return counter.get_total_flops() / len(x)
 
 
-def forward_floor(model: nn.Module, x: Tensor, samples: int):
-    """Time of `samples` bare forward passes at the best batch size and memory layout.
+def best_forward(model: nn.Module, x: Tensor) -> tuple[Tensor, int, str]:
+    """The fastest batch size and memory layout for bare forward passes of `model` on x.
 
-    Returns (seconds, description of the best setting).
+    Returns (x in that layout, batch size, description of the setting).
     """
     batch_sizes = (32, 64, 128, 256, 512, 1024, 2048)
     if x.device.type == "cuda":
@@ -67,7 +73,7 @@ def forward_floor(model: nn.Module, x: Tensor, samples: int):
     layouts = {"NCHW": x}
     if x.ndim == 4:
         layouts["channels_last"] = x.contiguous(memory_format=torch.channels_last)
-    best = (float("inf"), "")
+    best = (float("inf"), "", 0)
     with torch.inference_mode():
         for name, xs in layouts.items():
             for bs in batch_sizes:
@@ -75,10 +81,23 @@ def forward_floor(model: nn.Module, x: Tensor, samples: int):
                 if len(chunk) < bs and bs != batch_sizes[0]:
                     break
                 model(chunk)  # warm-up
-                reps = max(1, min(samples, 4096) // len(chunk))
+                reps = max(1, 4096 // len(chunk))
                 seconds, _ = timed(lambda c=chunk, r=reps: [model(c) for _ in range(r)], repeat=2)
-                best = min(best, (seconds * samples / (reps * len(chunk)), f"{name} batch {bs}"))
-    return best
+                best = min(best, (seconds / (reps * len(chunk)), name, bs))
+    _, name, bs = best
+    return layouts[name], bs, f"{name} batch {bs}"
+
+
+@torch.inference_mode()
+def forward_passes(model: nn.Module, xs: Tensor, batch_size: int, samples: int) -> None:
+    """Bare forward passes of `samples` samples of xs (cycled) in batches of `batch_size`."""
+    model.eval()
+    done = 0
+    while done < samples:
+        start = done % len(xs)
+        chunk = xs[start : start + min(batch_size, samples - done)]
+        model(chunk)
+        done += len(chunk)
 
 
 def digits_raw() -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -26,6 +26,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from modeconn.evaluation import (
     EvalPlan,
     Metrics,
+    autocast_dtype,
     batchnorm_layers,
     batchnorm_pass,
     best_seconds,
@@ -33,6 +34,7 @@ from modeconn.evaluation import (
     finish_moments,
     merge_moments,
     metrics,
+    precision,
 )
 
 
@@ -177,6 +179,7 @@ def evaluate_points(
     batch_size: int | None = None,
     bn_batch_size: int = 128,
     bn_exact: bool = True,
+    autocast: str | torch.dtype | None = None,
 ) -> list[dict[str, Metrics]]:
     """`evaluate_point` for P weight points at once: one forward pass serves all P.
 
@@ -192,6 +195,8 @@ def evaluate_points(
         (at least 1), which keeps the memory of a sequential pass. The BatchNorm pass runs
         bn_batch_size samples for all P points (its size fixes the result, so it is not
         scaled down).
+    autocast: forward passes in lower precision ("bfloat16" or "float16"; see
+        `modeconn.evaluation.precision`), None: full precision.
 
     Returns one {split: Metrics} dict per point, in order, equal to the sequential engine's up
     to float rounding. The model's own buffers and training flags are left as they were.
@@ -202,25 +207,27 @@ def evaluate_points(
     params = _stack(weights_list)
     p = len(weights_list)
     if batch_size is None:
-        plan = eval_plan(model, data.train_x, weights_list[0])
+        plan = eval_plan(model, data.train_x, weights_list[0], autocast)
         batch_size = max(1, plan.batch_size // p)
     if batch_size < 1 or bn_batch_size < 1:
         raise ValueError(
             f"batch_size and bn_batch_size must be >= 1, got {batch_size} and {bn_batch_size}"
         )
-    buffers = _recompute_bn_stacked(
-        model,
-        params,
-        data.train_x,
-        batch_size=bn_batch_size,
-        num_samples=bn_samples,
-        exact=bn_exact,
-    )
+    with precision(data.train_x.device, autocast):
+        buffers = _recompute_bn_stacked(
+            model,
+            params,
+            data.train_x,
+            batch_size=bn_batch_size,
+            num_samples=bn_samples,
+            exact=bn_exact,
+        )
     state = {**params, **buffers}  # recomputed statistics replace any given in the weights
     out: list[dict[str, Metrics]] = [{} for _ in range(p)]
     for split in splits:
         x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
-        log_probs = _predict_stacked(model, state, x, batch_size)
+        with precision(x.device, autocast):
+            log_probs = _predict_stacked(model, state, x, batch_size)
         for k in range(p):
             out[k][split] = metrics(log_probs[k], y)
     return out
@@ -254,6 +261,7 @@ def resolve_points_per_pass(
     *,
     bn_batch_size: int = 128,
     compile: bool = False,
+    autocast: str | torch.dtype | None = None,
 ) -> int:
     """The number of points per pass to run: an int as given; "auto" is 1 on a CPU (batching
     never won there in benchmarks/bench_batched.py) and on other devices the fastest count
@@ -269,7 +277,9 @@ def resolve_points_per_pass(
         return points_per_pass
     if compile or data.train_x.device.type == "cpu":
         return 1
-    return choose_points_per_pass(model, weights, data, bn_batch_size=bn_batch_size)
+    return choose_points_per_pass(
+        model, weights, data, bn_batch_size=bn_batch_size, autocast=autocast
+    )
 
 
 def _seconds_per_point(
@@ -309,6 +319,7 @@ def choose_points_per_pass(
     *,
     candidates: Sequence[int] = (1, 2, 4, 8, 16),
     bn_batch_size: int = 128,
+    autocast: str | torch.dtype | None = None,
 ) -> int:
     """The number of points per vmap'd pass that evaluates this network fastest, timed once
     per model, input shape and device (like `eval_plan`): each candidate's forward passes are
@@ -317,24 +328,26 @@ def choose_points_per_pass(
     keep winning (by more than 3 %); a count that runs out of memory, and every count for a
     network vmap cannot run, lose to one point at a time.
     """
-    key = (id(model), type(model), tuple(data.train_x.shape[1:]), data.train_x.device)
+    device = data.train_x.device
+    key = (id(model), type(model), tuple(data.train_x.shape[1:]), device, autocast_dtype(autocast))
     if key in _CHOICES:
         return _CHOICES[key]
     weights = {name: w.detach() for name, w in weights.items()}
-    plan = eval_plan(model, data.train_x, weights)
+    plan = eval_plan(model, data.train_x, weights, autocast)
     mode = model.training
     model.eval()
     best, best_time = 1, float("inf")
     try:
-        for points in candidates:
-            try:
-                seconds = _seconds_per_point(model, weights, data, plan, points, bn_batch_size)
-            except (ValueError, torch.OutOfMemoryError):
-                break
-            if seconds < best_time * 0.97:
-                best, best_time = points, seconds
-            elif points > 1:
-                break
+        with precision(device, autocast):
+            for points in candidates:
+                try:
+                    seconds = _seconds_per_point(model, weights, data, plan, points, bn_batch_size)
+                except (ValueError, torch.OutOfMemoryError):
+                    break
+                if seconds < best_time * 0.97:
+                    best, best_time = points, seconds
+                elif points > 1:
+                    break
     finally:
         model.train(mode)
         if data.train_x.device.type == "cuda":

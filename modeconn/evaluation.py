@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import time
 import warnings
 import weakref
@@ -26,6 +27,45 @@ Batches = Tensor | Iterable[Tensor] | Iterable[tuple[Tensor, Tensor]]
 
 def _forward(model: nn.Module, weights: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
     return model(x) if weights is None else functional_call(model, dict(weights), (x,))
+
+
+AUTOCAST = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def autocast_dtype(autocast: str | torch.dtype | None) -> torch.dtype | None:
+    """The lower precision named by `autocast` ("bfloat16"/"bf16", "float16"/"fp16", a torch
+    dtype of those, or None: full precision), or a ValueError listing the choices."""
+    if autocast is None or autocast in (torch.bfloat16, torch.float16):
+        return autocast
+    if isinstance(autocast, str) and autocast.lower() in AUTOCAST:
+        return AUTOCAST[autocast.lower()]
+    raise ValueError(
+        f"autocast must be one of {', '.join(AUTOCAST)} or None (full precision), got {autocast!r}"
+    )
+
+
+def autocast_name(autocast: str | torch.dtype | None) -> str | None:
+    """The canonical name ("bfloat16", "float16") of an `autocast` choice, None for none."""
+    dtype = autocast_dtype(autocast)
+    return str(dtype).removeprefix("torch.") if dtype is not None else None
+
+
+@contextlib.contextmanager
+def precision(device: torch.device, autocast: str | torch.dtype | None) -> Iterator[None]:
+    """Forward passes on `device` under `torch.autocast` in the given lower precision
+    (convolutions and matrix products in bf16/fp16; BatchNorm statistics, their float64
+    merge, log-softmax and the losses stay float32 or wider); None: full precision."""
+    dtype = autocast_dtype(autocast)
+    if dtype is None:
+        yield
+        return
+    with torch.autocast(device.type, dtype=dtype):
+        yield
 
 
 _COMPILED: dict[int, tuple[weakref.ref, nn.Module | None]] = {}
@@ -177,6 +217,7 @@ def recompute_bn(
     num_samples: int | None = None,
     exact: bool = True,
     compile: bool = False,
+    autocast: str | torch.dtype | None = None,
 ) -> int:
     """Reset and re-estimate every BatchNorm layer's running mean and variance.
 
@@ -195,7 +236,8 @@ def recompute_bn(
     Cost: the layers run with momentum 1, so after each batch their running buffers hold that
     batch's mean and unbiased variance (computed by BatchNorm anyway); a hook copies these
     per-channel numbers, merged after the batch, so no activation is read twice.
-    `compile=True` runs the full-size batches through `torch.compile` (`compiled`).
+    `compile=True` runs the full-size batches through `torch.compile` (`compiled`);
+    `autocast` runs the pass in lower precision (`precision`).
     """
     layers = batchnorm_layers(model)
     if not layers:
@@ -221,7 +263,8 @@ def recompute_bn(
         m.reset_running_stats()
     samples = 0
     run = _Runner(model, compile)
-    with batchnorm_pass(model, layers, collect):
+    device = next(iter(weights.values())).device if weights else _device_of(model)
+    with batchnorm_pass(model, layers, collect), precision(device, autocast):
         for x in _input_batches(data, batch_size, num_samples):
             seen.clear()  # only the statistics of the call that returned
             run(weights, x)
@@ -238,6 +281,11 @@ def recompute_bn(
         m.running_var.copy_(var)
         m.num_batches_tracked.fill_(1)
     return samples
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 @dataclass
@@ -260,14 +308,18 @@ def predict(
     *,
     batch_size: int = 1024,
     compile: bool = False,
+    autocast: str | torch.dtype | None = None,
 ) -> Tensor:
     """Log-probabilities (N, C) of the network on inputs x (N, ...), in eval mode
-    (`compile=True`: full-size batches through `torch.compile`, see `compiled`)."""
+    (`compile=True`: full-size batches through `torch.compile`, see `compiled`; `autocast`:
+    forward passes in lower precision, see `precision`), always float32."""
     mode = model.training
     model.eval()
     run = _Runner(model, compile)
     try:
-        outs = [F.log_softmax(run(weights, xb).float(), dim=1) for xb in torch.split(x, batch_size)]
+        with precision(x.device, autocast):
+            outs = [run(weights, xb) for xb in torch.split(x, batch_size)]
+        outs = [F.log_softmax(out.float(), dim=1) for out in outs]
     finally:
         model.train(mode)
     return torch.cat(outs)
@@ -288,9 +340,11 @@ def evaluate(
     *,
     batch_size: int = 1024,
     compile: bool = False,
+    autocast: str | torch.dtype | None = None,
 ) -> Metrics:
     """NLL and error (%) of the network on inputs x (N, ...) and labels y (N,), in eval mode."""
-    return metrics(predict(model, x, weights, batch_size=batch_size, compile=compile), y)
+    kw = dict(batch_size=batch_size, compile=compile, autocast=autocast)
+    return metrics(predict(model, x, weights, **kw), y)
 
 
 def channels_last(x: Tensor) -> Tensor:
@@ -345,15 +399,21 @@ def best_seconds(run: Callable[[], object], device: torch.device) -> float:
     return best
 
 
-def eval_plan(model: nn.Module, x: Tensor, weights: Mapping[str, Tensor] | None) -> EvalPlan:
-    """The fastest layout and batch size for this model, input shape and device, timed once.
+def eval_plan(
+    model: nn.Module,
+    x: Tensor,
+    weights: Mapping[str, Tensor] | None,
+    autocast: str | torch.dtype | None = None,
+) -> EvalPlan:
+    """The fastest layout and batch size for this model, input shape, device and precision
+    (`autocast`), timed once.
 
     Evaluation results do not depend on either (BatchNorm is in eval mode), so the engine
     picks them by speed: batch sizes 32..2048 (..8192 on a GPU) in both memory layouts for
     images (channels_last is ~1.5x faster for ResNets on a CPU, slower for tiny 8x8 inputs),
     stopping once the time per sample stops improving.
     """
-    key = (type(model), id(model), tuple(x.shape[1:]), x.device)
+    key = (type(model), id(model), tuple(x.shape[1:]), x.device, autocast_dtype(autocast))
     if key in _PLANS:
         return _PLANS[key]
     layouts = [False, True] if x.ndim == 4 else [False]
@@ -362,7 +422,7 @@ def eval_plan(model: nn.Module, x: Tensor, weights: Mapping[str, Tensor] | None)
     mode = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), precision(x.device, autocast):
             for last in layouts:
                 xs = channels_last(x) if last else x
                 layout_best, layout_rate = 32, float("inf")
@@ -391,6 +451,7 @@ def prepare_point(
     bn_batch_size: int = 128,
     bn_exact: bool = True,
     compile: bool = False,
+    autocast: str | torch.dtype | None = None,
 ) -> dict[str, Tensor] | None:
     """Make `model` ready to evaluate `weights`: BatchNorm statistics recomputed on the
     un-augmented train data of `data` (a `Dataset`). Returns the weights, detached.
@@ -400,7 +461,7 @@ def prepare_point(
     """
     if weights is not None:
         weights = {k: v.detach() for k, v in weights.items()}
-    plan = eval_plan(model, data.train_x, weights)
+    plan = eval_plan(model, data.train_x, weights, autocast)
     recompute_bn(
         model,
         plan.layout(data.train_x),
@@ -409,6 +470,7 @@ def prepare_point(
         num_samples=bn_samples,
         exact=bn_exact,
         compile=compile,
+        autocast=autocast,
     )
     return weights
 
@@ -424,6 +486,7 @@ def evaluate_point(
     bn_batch_size: int = 128,
     bn_exact: bool = True,
     compile: bool = False,
+    autocast: str | torch.dtype | None = None,
 ) -> dict[str, Metrics]:
     """Recompute BatchNorm statistics on un-augmented train data, then evaluate each split.
 
@@ -432,7 +495,11 @@ def evaluate_point(
     `compile=True` runs the forward passes through `torch.compile` (`compiled`): one graph
     per mode and batch size, compiled on the first point and reused by every later one,
     results equal up to float rounding; worth its compile time on long jobs.
+    `autocast` ("bfloat16" or "float16"; None: full precision) runs every forward pass in
+    that precision under `torch.autocast`: faster where the hardware has it, at a cost in
+    accuracy that benchmarks/bench_eval.py reports (not for results compared at 1e-4).
     """
+    autocast_dtype(autocast)  # a bad name fails here, before any work
     weights = prepare_point(
         model,
         weights,
@@ -441,11 +508,12 @@ def evaluate_point(
         bn_batch_size=bn_batch_size,
         bn_exact=bn_exact,
         compile=compile,
+        autocast=autocast,
     )
     out = {}
     for split in splits:
         x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
-        plan = eval_plan(model, data.train_x, weights)
+        plan = eval_plan(model, data.train_x, weights, autocast)
         out[split] = evaluate(
             model,
             plan.layout(x),
@@ -453,5 +521,6 @@ def evaluate_point(
             weights,
             batch_size=batch_size or plan.batch_size,
             compile=compile,
+            autocast=autocast,
         )
     return out

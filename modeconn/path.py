@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from modeconn.batched import evaluate_points, resolve_points_per_pass
 from modeconn.curves import Curve, curve_args
-from modeconn.evaluation import Metrics, evaluate_point
+from modeconn.evaluation import Metrics, autocast_name, evaluate_point
 from modeconn.store import PartialGrid, SavedResult, plain_meta
 from modeconn.weights import WeightSpace, fingerprint
 
@@ -156,19 +156,10 @@ def node_metrics(point: Tensor, res: Mapping[str, Metrics], wd: float) -> dict[s
     return node
 
 
-def point_metrics(
-    model, space: WeightSpace, point, data, wd: float, bn_samples, batch_size, compile=False
-) -> dict[str, float]:
-    """The six METRICS of one flat weight point (loss = nll + 0.5 * wd * ||point||^2)."""
-    res = evaluate_point(
-        model,
-        space.unflatten(point),
-        data,
-        bn_samples=bn_samples,
-        batch_size=batch_size,
-        compile=compile,
-    )
-    return node_metrics(point, res, wd)
+def point_metrics(model, space: WeightSpace, point, data, wd: float, **engine) -> dict[str, float]:
+    """The six METRICS of one flat weight point (loss = nll + 0.5 * wd * ||point||^2);
+    `engine`: evaluate_point's options (bn_samples, batch_size, compile, autocast)."""
+    return node_metrics(point, evaluate_point(model, space.unflatten(point), data, **engine), wd)
 
 
 def points_metrics(
@@ -177,27 +168,25 @@ def points_metrics(
     points: Sequence[Tensor],
     data,
     wd: float,
-    bn_samples,
-    batch_size,
     points_per_pass: int = 1,
+    *,
     compile: bool = False,
+    **engine,
 ) -> list[dict[str, float]]:
     """`point_metrics` of each flat point (D,): one at a time if points_per_pass is 1 (through
     `torch.compile` if `compile`), else all of them in one vmap'd pass (`evaluate_points`;
-    len(points) <= points_per_pass)."""
+    len(points) <= points_per_pass). `engine`: bn_samples, batch_size, autocast."""
     if points_per_pass == 1:
-        return [
-            point_metrics(model, space, p, data, wd, bn_samples, batch_size, compile)
-            for p in points
-        ]
-    results = evaluate_points(
-        model,
-        [space.unflatten(p) for p in points],
-        data,
-        bn_samples=bn_samples,
-        batch_size=batch_size,
-    )
+        return [point_metrics(model, space, p, data, wd, compile=compile, **engine) for p in points]
+    results = evaluate_points(model, [space.unflatten(p) for p in points], data, **engine)
     return [node_metrics(p, res, wd) for p, res in zip(points, results, strict=True)]
+
+
+def engine_config(bn_samples: int | None, autocast) -> dict:
+    """The engine options that change results, as a partial file's config records them
+    (autocast only when set, so files written before the option existed still resume)."""
+    name = autocast_name(autocast)
+    return {"bn_samples": bn_samples, **({"autocast": name} if name else {})}
 
 
 def _as_ts(ts: int | Sequence[float]) -> np.ndarray:
@@ -226,6 +215,7 @@ def evaluate_path(
     save_every_s: float = 30.0,
     points_per_pass: int | str = "auto",
     compile: bool = False,
+    autocast: str | None = None,
 ) -> PathResult:
     """Train/test loss, nll and error (%) at each t along `curve` (any `Curve`, a `Line` too).
 
@@ -242,14 +232,18 @@ def evaluate_path(
     chosen per device and network (`resolve_points_per_pass`).
     compile: run the network through `torch.compile` (one point per pass): compiling takes
     seconds to a minute on the first point and pays off on long paths.
+    autocast: "bfloat16" or "float16" runs the forward passes in that precision (faster,
+    less accurate: see `evaluate_point`); None (default): full precision.
     """
     ts = _as_ts(ts)
+    engine = dict(bn_samples=bn_samples, batch_size=batch_size, autocast=autocast)
     points_per_pass = resolve_points_per_pass(
         points_per_pass,
         curve.model,
         curve.space.unflatten(curve.point(0.0).detach()),
         data,
         compile=compile,
+        autocast=autocast,
     )
     config = {
         "ts": ts.tolist(),
@@ -258,7 +252,7 @@ def evaluate_path(
         "train_samples": len(data.train_x),
         "test_samples": len(data.test_x),
         "wd": wd,
-        "bn_samples": bn_samples,
+        **engine_config(bn_samples, autocast),
     }
     job = PartialGrid(partial, config, (len(ts),), METRICS, save_every_s) if partial else None
     values = job.values if job else {name: np.empty(len(ts)) for name in METRICS}
@@ -284,10 +278,9 @@ def evaluate_path(
                 [p for _, p in pending],
                 data,
                 wd,
-                bn_samples,
-                batch_size,
                 points_per_pass,
-                compile,
+                compile=compile,
+                **engine,
             )
             for (j, _), node in zip(pending, nodes, strict=True):
                 if job is None:
@@ -310,6 +303,7 @@ def evaluate_path(
         "batch_size": batch_size,
         "points_per_pass": points_per_pass,
         "compile": compile,
+        "autocast": autocast_name(autocast),
         "seconds": seconds,
         "seconds_per_point": seconds / len(ts),
         "length": math.fsum(lengths),

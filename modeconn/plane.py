@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from modeconn.batched import check_points_per_pass, resolve_points_per_pass
 from modeconn.curves import Curve, curve_args
-from modeconn.path import METRICS, finite_stats, points_metrics
+from modeconn.evaluation import autocast_name
+from modeconn.path import METRICS, engine_config, finite_stats, points_metrics
 from modeconn.store import PartialGrid, SavedResult, plain_meta
 from modeconn.weights import WeightSpace, fingerprint
 
@@ -294,6 +295,7 @@ def evaluate_plane(
     shard: tuple[int, int] | None = None,
     points_per_pass: int | str = "auto",
     compile: bool = False,
+    autocast: str | None = None,
 ) -> PlaneResult | None:
     """Train/test loss, nll and error (%) at every node of a grid over `plane`.
 
@@ -316,7 +318,10 @@ def evaluate_plane(
     chosen per device and network (`resolve_points_per_pass`).
     compile: run the network through `torch.compile` (one node per pass): compiling takes
     seconds to a minute on the first node and pays off on large grids.
+    autocast: "bfloat16" or "float16" runs the forward passes in that precision (faster,
+    less accurate: see `evaluate_point`); None (default): full precision.
     """
+    engine = dict(bn_samples=bn_samples, batch_size=batch_size, autocast=autocast)
     gx, gy = _grid_sizes(grid)
     points_per_pass = check_points_per_pass(points_per_pass)
     if shard is not None:
@@ -356,14 +361,19 @@ def evaluate_plane(
             "train_samples": len(data.train_x),
             "test_samples": len(data.test_x),
             "wd": wd,
-            "bn_samples": bn_samples,
+            **engine_config(bn_samples, autocast),
         }
         job = PartialGrid(partial, config, (gx, gy), METRICS, save_every_s)
         values = job.values
     else:
         values = {name: np.empty((gx, gy)) for name in METRICS}
     points_per_pass = resolve_points_per_pass(
-        points_per_pass, model, space.unflatten(plane.point(xs[0], ys[0])), data, compile=compile
+        points_per_pass,
+        model,
+        space.unflatten(plane.point(xs[0], ys[0])),
+        data,
+        compile=compile,
+        autocast=autocast,
     )
     begin = time.perf_counter()
     nodes = [
@@ -382,7 +392,7 @@ def evaluate_plane(
                 continue
             points = [plane.point(xs[a], ys[b]) for a, b in pending]
             results = points_metrics(
-                model, space, points, data, wd, bn_samples, batch_size, points_per_pass, compile
+                model, space, points, data, wd, points_per_pass, compile=compile, **engine
             )
             for ij, node in zip(pending, results, strict=True):
                 if job is None:
@@ -419,6 +429,7 @@ def evaluate_plane(
         "batch_size": batch_size,
         "points_per_pass": points_per_pass,
         "compile": compile,
+        "autocast": autocast_name(autocast),
         "seconds": seconds,
         "seconds_per_point": seconds / (gx * gy),
     }

@@ -100,6 +100,12 @@ def test_separate_shard_jobs_merge_to_the_single_process_plane(curve_file, singl
     assert not list(tmp_path.glob("plane-shard*"))  # shard files removed after the merge
 
 
+def test_plane_app_in_bfloat16_is_close_to_full_precision(curve_file, single, tmp_path):
+    low = _plane(curve_file, tmp_path, "autocast=bf16")
+    assert low.meta["autocast"] == "bfloat16"
+    assert np.allclose(low.train_loss, single.train_loss, rtol=5e-2)
+
+
 def test_merge_refuses_when_a_shard_is_missing(curve_file, tmp_path):
     _plane(curve_file, tmp_path, "shard=0", "num_shards=2")
     with pytest.raises(FileNotFoundError, match="plane-shard1of2"):

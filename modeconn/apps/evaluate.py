@@ -21,6 +21,7 @@ def run(cfg: DictConfig) -> dict[str, PathResult]:
         batch_size=cfg.batch_size,
         points_per_pass=cfg.get("points_per_pass", "auto"),  # the demo's stages leave it out
         compile=cfg.get("compile", False),
+        autocast=cfg.get("autocast"),
         progress=cfg.progress,
     )
     results = {

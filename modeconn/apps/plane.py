@@ -77,6 +77,7 @@ def run(cfg: DictConfig) -> PlaneResult | None:
         batch_size=cfg.batch_size,
         points_per_pass=cfg.get("points_per_pass", "auto"),  # the demo's stages leave it out
         compile=cfg.get("compile", False),
+        autocast=cfg.get("autocast"),
         progress=cfg.progress and rank == 0,
         save_every_s=cfg.save_every_s,
     )
