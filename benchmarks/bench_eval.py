@@ -32,6 +32,7 @@ from common import (  # noqa: E402
     compute_peak,
     flops_per_sample,
     forward_passes,
+    markdown_table,
     report,
     timed,
 )
@@ -185,61 +186,55 @@ def run(name: str, spec: dict, n_points: int, ours_batch: int, device: torch.dev
     }
 
 
-def compiled_table(rows: list[dict]) -> str:
-    lines = [
-        "| workload | compiled pts/s | speed-up vs reference (median of points, range) | "
-        "compiled / floor | first point incl. compiling (s) | max abs Δ nll vs eager |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['workload']} | {r['comp_pps']:.2f} | {r['comp_speedup']:.2f}x "
-            f"({r['comp_range']}) | {r['comp_floor_ratio']:.2f} | {r['compile_s']:.1f} | "
-            f"{r['comp_delta']:.1e} |"
-        )
-    return "\n".join(lines)
+COMPILED = [
+    ("workload", lambda r: r["workload"]),
+    ("compiled pts/s", lambda r: f"{r['comp_pps']:.2f}"),
+    (
+        "speed-up vs reference (median of points, range)",
+        lambda r: f"{r['comp_speedup']:.2f}x ({r['comp_range']})",
+    ),
+    ("compiled / floor", lambda r: f"{r['comp_floor_ratio']:.2f}"),
+    ("first point incl. compiling (s)", lambda r: f"{r['compile_s']:.1f}"),
+    ("max abs Δ nll vs eager", lambda r: f"{r['comp_delta']:.1e}"),
+]
 
+AUTOCAST = [
+    ("workload", lambda r: r["workload"]),
+    ("bf16 pts/s", lambda r: f"{r['bf16_pps']:.2f}"),
+    (
+        "speed-up vs reference (median of points, range)",
+        lambda r: f"{r['bf16_speedup']:.2f}x ({r['bf16_range']})",
+    ),
+    ("vs ours in float32", lambda r: f"{r['bf16_vs_ours']:.2f}x"),
+    ("max abs Δ nll vs float32", lambda r: f"{r['bf16_nll']:.1e}"),
+    ("max abs Δ error (points)", lambda r: f"{r['bf16_error']:.2f}"),
+]
 
-def autocast_table(rows: list[dict]) -> str:
-    lines = [
-        "| workload | bf16 pts/s | speed-up vs reference (median of points, range) | "
-        "vs ours in float32 | max abs Δ nll vs float32 | max abs Δ error (points) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['workload']} | {r['bf16_pps']:.2f} | {r['bf16_speedup']:.2f}x "
-            f"({r['bf16_range']}) | {r['bf16_vs_ours']:.2f}x | {r['bf16_nll']:.1e} | "
-            f"{r['bf16_error']:.2f} |"
-        )
-    return "\n".join(lines)
-
-
-def table(rows: list[dict]) -> str:
-    head = (
-        "| workload | points | reference pts/s | ours pts/s | speed-up (median of points, range) "
-        "| ours / floor | reference / floor | GFLOP/s (peak: matmul or conv) | max abs Δ nll vs "
-        "ref (same BN estimator) | exact BN vs ref estimator | our plan (tuning s) | "
-        "bn_samples budget |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"
-    )
-    lines = [head]
-    for r in rows:
-        lines.append(
-            f"| {r['workload']} | {r['points']} | {r['ref_pps']:.2f} | {r['ours_pps']:.2f} | "
-            f"{r['speedup']:.2f}x ({r['speedup_range']}) | {r['floor_ratio']:.2f} (floor: "
-            f"{r['floor_setting']}) | {r['ref_floor_ratio']:.2f} | "
-            f"{r['gflops']:.1f} ({r['peak_gflops']:.0f}) | {r['agree']:.1e} | "
-            f"{r['estimator']:.1e} | {r['plan']} ({r['tune_s']:.1f}) | {r['budget']} |"
-        )
-    return "\n".join(lines)
+ENGINE = [
+    ("workload", lambda r: r["workload"]),
+    ("points", lambda r: str(r["points"])),
+    ("reference pts/s", lambda r: f"{r['ref_pps']:.2f}"),
+    ("ours pts/s", lambda r: f"{r['ours_pps']:.2f}"),
+    (
+        "speed-up (median of points, range)",
+        lambda r: f"{r['speedup']:.2f}x ({r['speedup_range']})",
+    ),
+    ("ours / floor", lambda r: f"{r['floor_ratio']:.2f} (floor: {r['floor_setting']})"),
+    ("reference / floor", lambda r: f"{r['ref_floor_ratio']:.2f}"),
+    ("GFLOP/s (peak: matmul or conv)", lambda r: f"{r['gflops']:.1f} ({r['peak_gflops']:.0f})"),
+    ("max abs Δ nll vs ref (same BN estimator)", lambda r: f"{r['agree']:.1e}"),
+    ("exact BN vs ref estimator", lambda r: f"{r['estimator']:.1e}"),
+    ("our plan (tuning s)", lambda r: f"{r['plan']} ({r['tune_s']:.1f})"),
+    ("bn_samples budget", lambda r: r["budget"]),
+]
 
 
 def both_tables(rows: list[dict]) -> str:
     return (
-        f"{table(rows)}\n\nWith `compile=True`:\n\n{compiled_table(rows)}\n\n"
-        f"With `autocast='bfloat16'` (opt-in; not within 1e-4 of the reference):\n\n"
-        f"{autocast_table(rows)}"
+        f"{markdown_table(ENGINE, rows)}\n\nWith `compile=True`:\n\n"
+        f"{markdown_table(COMPILED, rows)}\n\n"
+        "With `autocast='bfloat16'` (opt-in; not within 1e-4 of the reference):\n\n"
+        f"{markdown_table(AUTOCAST, rows)}"
     )
 
 

@@ -151,6 +151,16 @@ WORKLOADS = {
 }
 
 
+def markdown_table(columns: list[tuple[str, Callable[[dict], str]]], rows: list[dict]) -> str:
+    """A markdown table: one (header, cell formatter) pair per column, one line per row."""
+    lines = [
+        "| " + " | ".join(head for head, _ in columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def report(rows: list[dict], table, markdown) -> None:
     """Print the machine line and the table; write them to `markdown` if given."""
     text = f"Machine: {machine()}\n\n{table(rows)}\n"

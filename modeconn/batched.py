@@ -14,6 +14,7 @@ times fastest for this network.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -234,7 +235,7 @@ def evaluate_points(
 
 
 AUTO = "auto"
-_CHOICES: dict[tuple, int] = {}
+_CHOICES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int]] = weakref.WeakKeyDictionary()
 
 
 def check_points_per_pass(points_per_pass: int | str) -> int | str:
@@ -329,9 +330,10 @@ def choose_points_per_pass(
     network vmap cannot run, lose to one point at a time.
     """
     device = data.train_x.device
-    key = (id(model), type(model), tuple(data.train_x.shape[1:]), device, autocast_dtype(autocast))
-    if key in _CHOICES:
-        return _CHOICES[key]
+    choices = _CHOICES.setdefault(model, {})  # per live model object, like eval_plan's plans
+    key = (tuple(data.train_x.shape[1:]), device, autocast_dtype(autocast))
+    if key in choices:
+        return choices[key]
     weights = {name: w.detach() for name, w in weights.items()}
     plan = eval_plan(model, data.train_x, weights, autocast)
     mode = model.training
@@ -352,5 +354,5 @@ def choose_points_per_pass(
         model.train(mode)
         if data.train_x.device.type == "cuda":
             torch.cuda.empty_cache()
-    _CHOICES[key] = best
+    choices[key] = best
     return best

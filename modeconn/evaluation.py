@@ -369,7 +369,9 @@ def _forget_layout(key: int, _ref: weakref.ref) -> None:
 
 
 _LAYOUTS: dict[int, tuple[weakref.ref, Tensor]] = {}
-_PLANS: dict[tuple, EvalPlan] = {}
+# Per live model object: an entry dies with its model, so a new model that reuses a freed
+# model's id() never sees a stale one.
+_PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, EvalPlan]] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -413,9 +415,10 @@ def eval_plan(
     images (channels_last is ~1.5x faster for ResNets on a CPU, slower for tiny 8x8 inputs),
     stopping once the time per sample stops improving.
     """
-    key = (type(model), id(model), tuple(x.shape[1:]), x.device, autocast_dtype(autocast))
-    if key in _PLANS:
-        return _PLANS[key]
+    plans = _PLANS.setdefault(model, {})
+    key = (tuple(x.shape[1:]), x.device, autocast_dtype(autocast))
+    if key in plans:
+        return plans[key]
     layouts = [False, True] if x.ndim == 4 else [False]
     sizes = (32, 64, 128, 256, 512, 1024, 2048) + ((4096, 8192) if x.device.type == "cuda" else ())
     best, best_rate = EvalPlan(False, 32), float("inf")
@@ -438,7 +441,7 @@ def eval_plan(
                     best, best_rate = EvalPlan(last, layout_best), layout_rate
     finally:
         model.train(mode)
-    _PLANS[key] = best
+    plans[key] = best
     return best
 
 

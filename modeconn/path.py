@@ -64,7 +64,9 @@ def weighted_mean(values: np.ndarray, lengths: np.ndarray, ts: np.ndarray) -> fl
         return float(values[0])
     mids = (values[:-1] + values[1:]) / 2
     for w in (lengths, np.abs(np.diff(ts))):
-        if w.sum() > 0:
+        top = np.max(w, initial=0.0)
+        if top > 0:
+            w = w / top  # scaled to <= 1: subnormal lengths (1e-320) keep their ratios exactly
             return float(np.sum(w * mids) / w.sum())
     return float(np.mean(values))
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TinyNet
-from test_resume import make_curve, make_data
+from test_resume import interrupt_path, make_curve, make_data
 
 from modeconn.batched import evaluate_points
 from modeconn.evaluation import evaluate_point, recompute_bn
@@ -65,24 +65,12 @@ def test_unknown_autocast_is_one_clear_error(net, data, bad):
 
 
 def test_path_resumed_in_another_precision_is_refused(tmp_path, monkeypatch):
-    import modeconn.path
-
-    data, partial = make_data(), tmp_path / "path-partial"
-    original = modeconn.path.evaluate_point
-    calls = []
-
-    def crash_on_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(modeconn.path, "evaluate_point", crash_on_third)
-    with pytest.raises(KeyboardInterrupt):
-        evaluate_path(make_curve(), data, ts=5, partial=partial, save_every_s=0, progress=False)
-    monkeypatch.setattr(modeconn.path, "evaluate_point", original)
+    partial = tmp_path / "path-partial"
+    interrupt_path(partial, 5, 2, monkeypatch)
     with pytest.raises(ValueError, match="differing keys: autocast"):
-        evaluate_path(make_curve(), data, ts=5, partial=partial, autocast="bf16", progress=False)
+        evaluate_path(
+            make_curve(), make_data(), ts=5, partial=partial, autocast="bf16", progress=False
+        )
 
 
 def test_path_records_its_precision(data):

@@ -147,3 +147,24 @@ def test_recompute_bn_recovers_after_statistics_left_nan_by_a_diverged_point(dat
     recompute_bn(net, data.train_x)
     assert torch.equal(net.bn.running_var, clean)
     assert torch.isfinite(net.bn.running_mean).all()
+
+
+def test_timed_choices_die_with_their_model(data):
+    """A plan or points-per-pass choice is cached per live model object: the caches keep no
+    model alive, and a new model (which may reuse a freed model's id()) starts without one."""
+    import gc
+    import weakref
+
+    from modeconn.batched import _CHOICES, choose_points_per_pass
+    from modeconn.evaluation import _PLANS, eval_plan
+
+    net = TinyNet()
+    eval_plan(net, data.train_x, None)
+    choose_points_per_pass(net, dict(net.named_parameters()), data, candidates=(1,))
+    assert net in _PLANS and net in _CHOICES
+    ref = weakref.ref(net)
+    del net
+    gc.collect()
+    assert ref() is None
+    fresh = TinyNet()
+    assert fresh not in _PLANS and fresh not in _CHOICES

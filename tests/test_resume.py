@@ -108,23 +108,37 @@ def test_nan_and_zero_results_count_as_done(tmp_path):
     assert np.isnan(again.values["loss"][0, 1]) and again.values["loss"][1, 0] == 0.0
 
 
+def interrupt_path(partial: Path, ts: int, after: int, monkeypatch) -> list:
+    """Run a path job that is interrupted (KeyboardInterrupt) at its point `after` + 1,
+    saving every finished point to `partial`; returns the list of evaluate_point calls."""
+    import modeconn.path
+    from modeconn.path import evaluate_path
+
+    original = modeconn.path.evaluate_point
+    calls = []
+
+    def crash(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == after + 1:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(modeconn.path, "evaluate_point", crash)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_path(
+            make_curve(), make_data(), ts=ts, partial=partial, save_every_s=0, progress=False
+        )
+    monkeypatch.setattr(modeconn.path, "evaluate_point", original)
+    return calls
+
+
 def test_interrupted_path_resumes_without_recomputing(tmp_path, monkeypatch):
     import modeconn.path
     from modeconn.path import evaluate_path
 
     data, partial = make_data(), tmp_path / "path-partial"
     original = modeconn.path.evaluate_point
-    calls = []
-
-    def crash_on_fourth(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(modeconn.path, "evaluate_point", crash_on_fourth)
-    with pytest.raises(KeyboardInterrupt):
-        evaluate_path(make_curve(), data, ts=7, partial=partial, save_every_s=0, progress=False)
+    calls = interrupt_path(partial, 7, 3, monkeypatch)
     calls.clear()
     monkeypatch.setattr(
         modeconn.path, "evaluate_point", lambda *a, **k: (calls.append(1), original(*a, **k))[1]
