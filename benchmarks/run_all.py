@@ -19,6 +19,7 @@ def main() -> None:
         ("bench_eval.py", "Evaluation engine vs the 2018 algorithm"),
         ("bench_batched.py", "Points per pass: sequential vs vmap'd evaluation"),
         ("bench_curve_step.py", "Curve training step vs plain step"),
+        ("bench_precision.py", "autocast on trained networks: accuracy cost and speed"),
     ):
         out = HERE / f".{script}.md"
         subprocess.run([sys.executable, str(HERE / script), "--markdown", str(out)], check=True)
