@@ -7,8 +7,10 @@ passes of the same samples at the best batch size), the achieved FLOP rate again
 (matmul or 1x1 convolution) measured in the same run, and the agreement of the results; then
 the same points through `torch.compile` (`compile=True`), its time to compile on a first
 point shown apart, and in bfloat16 (`autocast="bfloat16"`) with the error it costs.
-The contenders take turns point by point, so every ratio compares timings made seconds apart
-(a shared host drifts by 20 % within minutes); ratios are medians over the points.
+The run fails if ours and the reference (same BatchNorm estimator), or eager and compiled,
+disagree by more than 1e-4 in NLL. The contenders take turns point by point, so every ratio
+compares timings made seconds apart (a shared host drifts by 20 % within minutes); ratios
+are medians over the points.
 
     python benchmarks/bench_eval.py [--points 6] [--workload "digits ConvFC"] [--markdown f]
 """
@@ -54,6 +56,9 @@ def grid_points(make_model, n: int) -> tuple[torch.nn.Module, list[torch.Tensor]
     side = max(2, round(n**0.5 + 0.5))
     coords = [(i / (side - 1), j / (side - 1)) for i in range(side) for j in range(side)][:n]
     return nets[0], [plane.point(x * 10.0, y * 10.0) for x, y in coords]
+
+
+TOLERANCE = 1e-4  # largest |Δ nll| between engines that compute the same thing
 
 
 def _spread(values: list[float]) -> str:
@@ -262,6 +267,14 @@ def main() -> None:
         for w in (args.workload or list(WORKLOADS))
     ]
     report(rows, both_tables, args.markdown)
+    # The speed numbers mean nothing if the engines disagree: fail the run (and make bench).
+    for r in rows:
+        for key, what in (("agree", "the reference"), ("comp_delta", "compile=True")):
+            if not r[key] <= TOLERANCE:
+                sys.exit(
+                    f"{r['workload']}: ours and {what} disagree by {r[key]:.1e} in NLL "
+                    f"(tolerance {TOLERANCE:g}); the timings above are not comparable"
+                )
 
 
 if __name__ == "__main__":
