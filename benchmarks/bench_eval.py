@@ -191,29 +191,34 @@ def run(name: str, spec: dict, n_points: int, ours_batch: int, device: torch.dev
     }
 
 
-COMPILED = [
-    ("workload", lambda r: r["workload"]),
-    ("compiled pts/s", lambda r: f"{r['comp_pps']:.2f}"),
-    (
-        "speed-up vs reference (median of points, range)",
-        lambda r: f"{r['comp_speedup']:.2f}x ({r['comp_range']})",
-    ),
+def variant_columns(key: str, label: str, *extra) -> list:
+    """Columns of a table for one variant of our engine (`key`: its prefix in the rows)."""
+    return [
+        ("workload", lambda r: r["workload"]),
+        (f"{label} pts/s", lambda r: f"{r[key + '_pps']:.2f}"),
+        (
+            "speed-up vs reference (median of points, range)",
+            lambda r: f"{r[key + '_speedup']:.2f}x ({r[key + '_range']})",
+        ),
+        *extra,
+    ]
+
+
+COMPILED = variant_columns(
+    "comp",
+    "compiled",
     ("compiled / floor", lambda r: f"{r['comp_floor_ratio']:.2f}"),
     ("first point incl. compiling (s)", lambda r: f"{r['compile_s']:.1f}"),
     ("max abs Δ nll vs eager", lambda r: f"{r['comp_delta']:.1e}"),
-]
+)
 
-AUTOCAST = [
-    ("workload", lambda r: r["workload"]),
-    ("bf16 pts/s", lambda r: f"{r['bf16_pps']:.2f}"),
-    (
-        "speed-up vs reference (median of points, range)",
-        lambda r: f"{r['bf16_speedup']:.2f}x ({r['bf16_range']})",
-    ),
+AUTOCAST = variant_columns(
+    "bf16",
+    "bf16",
     ("vs ours in float32", lambda r: f"{r['bf16_vs_ours']:.2f}x"),
     ("max abs Δ nll vs float32", lambda r: f"{r['bf16_nll']:.1e}"),
     ("max abs Δ error (points)", lambda r: f"{r['bf16_error']:.2f}"),
-]
+)
 
 ENGINE = [
     ("workload", lambda r: r["workload"]),
