@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from modeconn.curves import Curve, Line, curve_args
-from modeconn.evaluation import eval_plan, metrics, predict, prepare_point
+from modeconn.evaluation import autocast_name, eval_plan, metrics, predict, prepare_point
 from modeconn.store import SavedResult
 from modeconn.training import TrainConfig, fit
 from modeconn.weights import fingerprint
@@ -104,18 +104,20 @@ def _point_log_probs(
     split: str = "test",
     bn_samples: int | None = None,
     batch_size: int | None = None,
+    autocast: str | None = None,
 ) -> Tensor:
     """Log-probabilities (N, C) of one weight point on `split` of `data` (a `Dataset`).
 
     BatchNorm statistics of `model` are recomputed for these weights on the un-augmented
     train data first. `weights` holds parameters only (buffers come from `model`).
+    `autocast`: forward passes in lower precision (see `evaluate_point`).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    weights = prepare_point(model, weights, data, bn_samples=bn_samples)
-    plan = eval_plan(model, data.train_x, weights)
+    weights = prepare_point(model, weights, data, bn_samples=bn_samples, autocast=autocast)
+    plan = eval_plan(model, data.train_x, weights, autocast)
     x = plan.layout(data.test_x if split == "test" else data.train_x)
-    return predict(model, x, weights, batch_size=batch_size or plan.batch_size)
+    return predict(model, x, weights, batch_size=batch_size or plan.batch_size, autocast=autocast)
 
 
 def _as_ts(ts: int | Sequence[float] | Tensor | np.ndarray) -> np.ndarray:
@@ -202,20 +204,22 @@ def ensembles_along_curve(
     bn_samples: int | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    autocast: str | None = None,
 ) -> EnsembleResult:
     """Accuracy of the ensemble {w1, phi(t)} versus t, along `curve` and the straight segment.
 
     `ts`: number of equally spaced points in [0, 1], or the t values themselves. At every
     point BatchNorm statistics of `curve.model` are recomputed on `data.train_x` (all of it,
     or `bn_samples`), then the test set is predicted. w1's and w2's predictions are computed
-    once and reused (also for points that equal an endpoint exactly).
+    once and reused (also for points that equal an endpoint exactly). `autocast`
+    ("bfloat16" or "float16"): forward passes in that precision (see `evaluate_point`).
     """
     began = time.perf_counter()
     ts = _as_ts(ts)
     model, space, y = curve.model, curve.space, data.test_y
 
     def log_probs(weights: Mapping[str, Tensor]) -> Tensor:
-        return _point_log_probs(model, weights, data, "test", bn_samples, batch_size)
+        return _point_log_probs(model, weights, data, "test", bn_samples, batch_size, autocast)
 
     lp_start = log_probs(space.unflatten(curve.start))
     lp_end = log_probs(space.unflatten(curve.end))
@@ -253,6 +257,7 @@ def ensembles_along_curve(
         "split": "test",
         "test_samples": len(y),
         "bn_samples": bn_samples,
+        "autocast": autocast_name(autocast),
         "line": line,
         "seconds": time.perf_counter() - began,
     }

@@ -77,3 +77,19 @@ def test_path_records_its_precision(data):
     result = evaluate_path(make_curve(), data, ts=3, autocast="bf16", progress=False)
     assert result.meta["autocast"] == "bfloat16"
     assert np.all(np.isfinite(result.train_loss))
+
+
+def test_compiled_bfloat16_points_equal_eager_bfloat16_ones(net, data):
+    eager = evaluate_point(net, _weights(5), data, autocast="bf16")
+    compiled = evaluate_point(net, _weights(5), data, autocast="bf16", compile=True)
+    for split in eager:
+        assert compiled[split].nll == pytest.approx(eager[split].nll, rel=1e-3)
+
+
+def test_ensembles_in_bfloat16_stay_close_and_record_their_precision(bezier, data):
+    from modeconn.ensembles import ensembles_along_curve
+
+    full = ensembles_along_curve(bezier, data, ts=3, line=False, progress=False)
+    low = ensembles_along_curve(bezier, data, ts=3, line=False, progress=False, autocast="bf16")
+    assert low.meta["autocast"] == "bfloat16" and full.meta["autocast"] is None
+    assert np.allclose(low.ensemble_error, full.ensemble_error, atol=3 * 100.0 / len(data.test_y))

@@ -22,6 +22,7 @@ def run(cfg: DictConfig) -> EnsembleResult:
         bn_samples=cfg.bn_samples,
         batch_size=cfg.batch_size,
         progress=cfg.progress,
+        autocast=cfg.get("autocast"),
     )
     result.save(out / "ensembles")
     save_figure(plot_ensembles(result), out / "ensembles")
