@@ -40,7 +40,8 @@ from common import (  # noqa: E402
 )
 
 from modeconn.batched import evaluate_points, resolve_points_per_pass  # noqa: E402
-from modeconn.evaluation import batchnorm_layers, eval_plan, evaluate_point  # noqa: E402
+from modeconn.evaluation import batchnorm_layers, evaluate_point  # noqa: E402
+from modeconn.execution import eval_plan  # noqa: E402
 from modeconn.plane import Plane  # noqa: E402
 from modeconn.weights import WeightSpace  # noqa: E402
 

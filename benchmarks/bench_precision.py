@@ -24,7 +24,8 @@ from common import markdown_table, report, timed  # noqa: E402
 
 from modeconn.curves import Line  # noqa: E402
 from modeconn.data import load_dataset  # noqa: E402
-from modeconn.evaluation import eval_plan, evaluate_point  # noqa: E402
+from modeconn.evaluation import evaluate_point  # noqa: E402
+from modeconn.execution import eval_plan  # noqa: E402
 from modeconn.models import build_model  # noqa: E402
 from modeconn.training import TrainConfig, train_endpoint  # noqa: E402
 

@@ -25,18 +25,14 @@ from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from modeconn.evaluation import (
-    EvalPlan,
     Metrics,
-    autocast_dtype,
     batchnorm_layers,
     batchnorm_pass,
-    best_seconds,
-    eval_plan,
     finish_moments,
     merge_moments,
     metrics,
-    precision,
 )
+from modeconn.execution import EvalPlan, autocast_dtype, best_seconds, eval_plan, precision
 
 
 def _stack(weights_list: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
@@ -197,7 +193,7 @@ def evaluate_points(
         bn_batch_size samples for all P points (its size fixes the result, so it is not
         scaled down).
     autocast: forward passes in lower precision ("bfloat16" or "float16"; see
-        `modeconn.evaluation.precision`), None: full precision.
+        `modeconn.execution.precision`), None: full precision.
 
     Returns one {split: Metrics} dict per point, in order, equal to the sequential engine's up
     to float rounding. The model's own buffers and training flags are left as they were.

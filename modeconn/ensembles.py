@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from modeconn.curves import Curve, Line, curve_args
-from modeconn.evaluation import autocast_name, eval_plan, metrics, predict, prepare_point
+from modeconn.evaluation import metrics, predict, prepare_point
+from modeconn.execution import autocast_name, eval_plan
 from modeconn.store import SavedResult
 from modeconn.training import TrainConfig, fit
 from modeconn.weights import fingerprint

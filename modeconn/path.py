@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from modeconn.batched import evaluate_points, resolve_points_per_pass
 from modeconn.curves import Curve, curve_args
-from modeconn.evaluation import Metrics, autocast_name, evaluate_point
+from modeconn.evaluation import Metrics, evaluate_point
+from modeconn.execution import autocast_name
 from modeconn.store import PartialGrid, SavedResult, plain_meta
 from modeconn.weights import WeightSpace, fingerprint
 

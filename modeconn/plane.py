@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from modeconn.batched import check_points_per_pass, resolve_points_per_pass
 from modeconn.curves import Curve, curve_args
-from modeconn.evaluation import autocast_name
+from modeconn.execution import autocast_name
 from modeconn.path import METRICS, engine_config, finite_stats, points_metrics
 from modeconn.store import PartialGrid, SavedResult, plain_meta
 from modeconn.weights import WeightSpace, fingerprint

@@ -125,7 +125,7 @@ def test_inexact_recompute_bn_reproduces_the_2018_running_average():
 
 def test_evaluation_does_not_depend_on_layout_or_batch_size():
     """The engine may pick layout and batch size by speed because results do not change."""
-    from modeconn.evaluation import EvalPlan, channels_last, eval_plan
+    from modeconn.execution import EvalPlan, channels_last, eval_plan
 
     torch.manual_seed(0)
     net = TinyNet().eval()
@@ -156,7 +156,7 @@ def test_timed_choices_die_with_their_model(data):
     import weakref
 
     from modeconn.batched import _CHOICES, choose_points_per_pass
-    from modeconn.evaluation import _PLANS, eval_plan
+    from modeconn.execution import _PLANS, eval_plan
 
     net = TinyNet()
     eval_plan(net, data.train_x, None)
