@@ -12,6 +12,7 @@ import contextlib
 import functools
 import itertools
 import time
+import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -65,28 +66,41 @@ def precision(device: torch.device, autocast: str | torch.dtype | None) -> Itera
         yield
 
 
-_COMPILED: dict[int, tuple[weakref.ref, nn.Module | None]] = {}
+def _call(model: nn.Module, weights: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
+    return forward_with(model, weights, x)
 
 
-def compiled(model: nn.Module) -> nn.Module | None:
-    """`torch.compile(model)` with static shapes, made once per model object (None once it
-    has failed). It shares the model's parameters, buffers and hooks, and weights passed by
-    `functional_call` become graph inputs, so every weight point reuses one compiled graph per
-    mode and batch shape."""
-    key = id(model)
-    entry = _COMPILED.get(key)
-    if entry is None or entry[0]() is not model:
-        entry = (weakref.ref(model), torch.compile(model, dynamic=False))
-        _COMPILED[key] = entry
-    return entry[1]
+_COMPILED: dict[type, Callable] = {}  # network class -> compiled `_call`
+_FAILED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models the compiler failed on
+
+
+def compiled(model: nn.Module) -> Callable | None:
+    """`forward_with` through `torch.compile` (static shapes) for networks of this model's
+    class, or None once compiling has failed for this model.
+
+    The network is an argument of the compiled function, not part of it: the compiled code
+    keeps no model alive (compiling `torch.compile(model)` would, for the process's lifetime),
+    and weights passed by `functional_call` are graph inputs, so every weight point and every
+    instance of the class reuse one graph per mode, precision and batch shape. Each class gets
+    its own copy of the function (a code object of its own), so that dynamo's limit on graphs
+    per code object counts per network class, not across every network of the process.
+    """
+    if model in _FAILED:
+        return None
+    cls = type(model)
+    if cls not in _COMPILED:
+        code = _call.__code__.replace(co_name=f"_call_{cls.__name__}")
+        fn = types.FunctionType(code, _call.__globals__, code.co_name)
+        _COMPILED[cls] = torch.compile(fn, dynamic=False)
+    return _COMPILED[cls]
 
 
 class Runner:
-    """Runs a pass of a model's forward calls over batches: through its compiled version
-    (`compiled`) when `compile` is set, for batches of the size of the pass's first batch (the
-    batch size, or all the data when there is less); a batch of another size (the last,
-    shorter one) runs eagerly rather than compiling another graph. A compile failure warns
-    once and falls back to eager execution for this model."""
+    """Runs a pass of a model's forward calls over batches: through `compiled` when
+    `compile` is set, for batches of the size of the pass's first batch (the batch size, or
+    all the data when there is less); a batch of another size (the last, shorter one) runs
+    eagerly rather than compiling another graph. A compile failure warns once and falls back
+    to eager execution for this model."""
 
     def __init__(self, model: nn.Module, compile: bool):
         self.model, self.size = model, None
@@ -97,7 +111,7 @@ class Runner:
         if self.fast is None or len(x) != self.size:
             return forward_with(self.model, weights, x)
         try:
-            return forward_with(self.fast, weights, x)
+            return self.fast(self.model, weights, x)
         except Exception as err:  # any compiler failure means: run eagerly
             if isinstance(err, torch.OutOfMemoryError):
                 raise
@@ -109,7 +123,7 @@ class Runner:
                 RuntimeWarning,
                 stacklevel=2,
             )
-            _COMPILED[id(self.model)] = (weakref.ref(self.model), None)
+            _FAILED.add(self.model)
             self.fast = None
             return out
 

@@ -1,13 +1,15 @@
 """The engine through torch.compile gives the eager engine's results, compiles once per mode
 and batch shape, and falls back to eager execution when compiling fails."""
 
-import copy
+import gc
+import weakref
 
 import pytest
 import torch
 from conftest import TinyNet
 from torch._dynamo.utils import counters
 
+import modeconn.execution
 from modeconn.batched import resolve_points_per_pass
 from modeconn.evaluation import evaluate_point
 from modeconn.path import evaluate_path
@@ -44,21 +46,25 @@ def test_compiled_points_equal_eager_ones_and_reuse_the_graphs(net, data):
     _assert_close(second, evaluate_point(net, _weights(2), data, **kw))
 
 
-def _exploding_compile(model, **kwargs):
+def _exploding_compile(fn, **kwargs):
     """Stands in for torch.compile whose compiler fails on the first call."""
 
-    def explode(x):
+    def explode(*args):
         raise RuntimeError("backend exploded\nwith details")
 
-    bad = copy.deepcopy(model)
-    bad.forward = explode
-    return bad
+    return explode
 
 
-def test_a_compile_failure_warns_once_and_evaluates_eagerly(data, monkeypatch):
+@pytest.fixture
+def exploding(monkeypatch):
+    """torch.compile replaced by a failing one, with no compiled function cached yet."""
+    monkeypatch.setattr(torch, "compile", _exploding_compile)
+    monkeypatch.setattr(modeconn.execution, "_COMPILED", {})
+
+
+def test_a_compile_failure_warns_once_and_evaluates_eagerly(data, exploding):
     torch.manual_seed(0)
     net = TinyNet()
-    monkeypatch.setattr(torch, "compile", _exploding_compile)
     kw = dict(batch_size=50, bn_batch_size=50)
     with pytest.warns(RuntimeWarning) as caught:
         got = evaluate_point(net, _weights(3), data, compile=True, **kw)
@@ -70,12 +76,11 @@ def test_a_compile_failure_warns_once_and_evaluates_eagerly(data, monkeypatch):
     _assert_close(again, evaluate_point(net, _weights(4), data, **kw))
 
 
-def test_a_model_that_fails_eagerly_too_raises_its_own_error(data, monkeypatch):
+def test_a_model_that_fails_eagerly_too_raises_its_own_error(data, exploding):
     class Broken(TinyNet):
         def forward(self, x):
             raise ValueError("the network itself is broken")
 
-    monkeypatch.setattr(torch, "compile", _exploding_compile)
     with pytest.raises(ValueError, match="the network itself is broken"):
         evaluate_point(Broken(), None, data, compile=True, batch_size=50, bn_batch_size=50)
 
@@ -98,3 +103,13 @@ def test_a_compiled_path_equals_the_eager_path(bezier, data):
     torch.testing.assert_close(
         torch.tensor(fast.test_nll), torch.tensor(eager.test_nll), rtol=1e-5, atol=1e-6
     )
+
+
+def test_compiling_keeps_no_network_alive(data):
+    torch.manual_seed(0)
+    net = TinyNet()
+    evaluate_point(net, _weights(6), data, compile=True, batch_size=64, bn_batch_size=64)
+    ref = weakref.ref(net)
+    del net
+    gc.collect()
+    assert ref() is None
