@@ -106,12 +106,13 @@ def _point_log_probs(
     bn_samples: int | None = None,
     batch_size: int | None = None,
     autocast: str | None = None,
+    compile: bool = False,
 ) -> Tensor:
     """Log-probabilities (N, C) of one weight point on `split` of `data` (a `Dataset`).
 
     BatchNorm statistics of `model` are recomputed for these weights on the un-augmented
     train data first. `weights` holds parameters only (buffers come from `model`).
-    `autocast`: forward passes in lower precision (see `evaluate_point`).
+    `autocast`, `compile`: how the forward passes run (see `evaluate_point`).
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -206,6 +207,7 @@ def ensembles_along_curve(
     batch_size: int | None = None,
     progress: bool = True,
     autocast: str | None = None,
+    compile: bool = False,
 ) -> EnsembleResult:
     """Accuracy of the ensemble {w1, phi(t)} versus t, along `curve` and the straight segment.
 
@@ -213,14 +215,17 @@ def ensembles_along_curve(
     point BatchNorm statistics of `curve.model` are recomputed on `data.train_x` (all of it,
     or `bn_samples`), then the test set is predicted. w1's and w2's predictions are computed
     once and reused (also for points that equal an endpoint exactly). `autocast`
-    ("bfloat16" or "float16"): forward passes in that precision (see `evaluate_point`).
+    ("bfloat16" or "float16"): forward passes in that precision; `compile`: through
+    `torch.compile` (see `evaluate_point`).
     """
     began = time.perf_counter()
     ts = _as_ts(ts)
     model, space, y = curve.model, curve.space, data.test_y
 
     def log_probs(weights: Mapping[str, Tensor]) -> Tensor:
-        return _point_log_probs(model, weights, data, "test", bn_samples, batch_size, autocast)
+        return _point_log_probs(
+            model, weights, data, "test", bn_samples, batch_size, autocast, compile
+        )
 
     lp_start = log_probs(space.unflatten(curve.start))
     lp_end = log_probs(space.unflatten(curve.end))
@@ -259,6 +264,7 @@ def ensembles_along_curve(
         "test_samples": len(y),
         "bn_samples": bn_samples,
         "autocast": autocast_name(autocast),
+        "compile": compile,
         "line": line,
         "seconds": time.perf_counter() - began,
     }

@@ -113,3 +113,14 @@ def test_compiling_keeps_no_network_alive(data):
     del net
     gc.collect()
     assert ref() is None
+
+
+def test_compiled_ensembles_equal_eager_ones(bezier, data):
+    from modeconn.ensembles import ensembles_along_curve
+
+    eager = ensembles_along_curve(bezier, data, ts=3, line=False, progress=False)
+    fast = ensembles_along_curve(bezier, data, ts=3, line=False, progress=False, compile=True)
+    assert fast.meta["compile"] is True
+    torch.testing.assert_close(
+        torch.tensor(fast.ensemble_nll), torch.tensor(eager.ensemble_nll), rtol=1e-5, atol=1e-6
+    )

@@ -23,6 +23,7 @@ def run(cfg: DictConfig) -> EnsembleResult:
         batch_size=cfg.batch_size,
         progress=cfg.progress,
         autocast=cfg.get("autocast"),
+        compile=cfg.get("compile", False),
     )
     result.save(out / "ensembles")
     save_figure(plot_ensembles(result), out / "ensembles")
