@@ -116,10 +116,11 @@ def _point_log_probs(
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    weights = prepare_point(model, weights, data, bn_samples=bn_samples, autocast=autocast)
+    run = dict(autocast=autocast, compile=compile)
+    weights = prepare_point(model, weights, data, bn_samples=bn_samples, **run)
     plan = eval_plan(model, data.train_x, weights, autocast)
     x = plan.layout(data.test_x if split == "test" else data.train_x)
-    return predict(model, x, weights, batch_size=batch_size or plan.batch_size, autocast=autocast)
+    return predict(model, x, weights, batch_size=batch_size or plan.batch_size, **run)
 
 
 def _as_ts(ts: int | Sequence[float] | Tensor | np.ndarray) -> np.ndarray:

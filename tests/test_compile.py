@@ -115,12 +115,15 @@ def test_compiling_keeps_no_network_alive(data):
     assert ref() is None
 
 
-def test_compiled_ensembles_equal_eager_ones(bezier, data):
+def test_compiled_ensembles_equal_eager_ones(bezier, data, monkeypatch):
     from modeconn.ensembles import ensembles_along_curve
 
     eager = ensembles_along_curve(bezier, data, ts=3, line=False, progress=False)
+    asked = []
+    real = modeconn.execution.compiled
+    monkeypatch.setattr(modeconn.execution, "compiled", lambda m: asked.append(m) or real(m))
     fast = ensembles_along_curve(bezier, data, ts=3, line=False, progress=False, compile=True)
-    assert fast.meta["compile"] is True
+    assert asked and all(m is bezier.model for m in asked)  # the passes went through compile
     torch.testing.assert_close(
         torch.tensor(fast.ensemble_nll), torch.tensor(eager.ensemble_nll), rtol=1e-5, atol=1e-6
     )
