@@ -32,7 +32,14 @@ from modeconn.evaluation import (
     merge_moments,
     metrics,
 )
-from modeconn.execution import EvalPlan, autocast_dtype, best_seconds, eval_plan, precision
+from modeconn.execution import (
+    EvalPlan,
+    autocast_dtype,
+    best_seconds,
+    eval_plan,
+    forward_with,
+    precision,
+)
 
 
 def _stack(weights_list: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
@@ -296,7 +303,7 @@ def _seconds_per_point(
 
     def seconds(xb: Tensor) -> float:
         if points == 1:
-            return best_seconds(lambda: functional_call(model, state, (xb,)), xb.device)
+            return best_seconds(lambda: forward_with(model, state, xb), xb.device)
         return best_seconds(lambda: _vmapped(model, state, xb), xb.device)
 
     bn = seconds(x[:bn_batch_size]) if batchnorm_layers(model) else 0.0

@@ -66,11 +66,7 @@ def precision(device: torch.device, autocast: str | torch.dtype | None) -> Itera
         yield
 
 
-def _call(model: nn.Module, weights: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
-    return forward_with(model, weights, x)
-
-
-_COMPILED: dict[type, Callable] = {}  # network class -> compiled `_call`
+_COMPILED: dict[type, Callable] = {}  # network class -> compiled copy of `forward_with`
 _FAILED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models the compiler failed on
 
 
@@ -89,8 +85,8 @@ def compiled(model: nn.Module) -> Callable | None:
         return None
     cls = type(model)
     if cls not in _COMPILED:
-        code = _call.__code__.replace(co_name=f"_call_{cls.__name__}")
-        fn = types.FunctionType(code, _call.__globals__, code.co_name)
+        code = forward_with.__code__.replace(co_name=f"forward_with_{cls.__name__}")
+        fn = types.FunctionType(code, forward_with.__globals__, code.co_name)
         _COMPILED[cls] = torch.compile(fn, dynamic=False)
     return _COMPILED[cls]
 

@@ -313,13 +313,8 @@ def evaluate_plane(
     shard: (k, n) evaluates only the nodes whose flat index i * Gy + j is k modulo n, into
     `partial` (required); it returns None while other shards are missing. `merge_partials`
     joins the shard files, and a final call with the merged file assembles the result.
-    points_per_pass: nodes evaluated together in one vmap'd pass (`evaluate_points`); faster
-    for small networks on a GPU, slower on a CPU. 1: one node at a time; "auto" (default):
-    chosen per device and network (`resolve_points_per_pass`).
-    compile: run the network through `torch.compile` (one node per pass): compiling takes
-    seconds to a minute on the first node and pays off on large grids.
-    autocast: "bfloat16" or "float16" runs the forward passes in that precision (faster,
-    less accurate: see `evaluate_point`); None (default): full precision.
+    points_per_pass, compile, autocast: how the nodes are evaluated, as in `evaluate_path`
+    (several nodes per vmap'd pass, torch.compile, lower precision).
     """
     engine = dict(bn_samples=bn_samples, batch_size=batch_size, autocast=autocast)
     gx, gy = _grid_sizes(grid)
