@@ -11,7 +11,10 @@ is rewritten and any architecture works unchanged (Garipov et al. 2018 rewrite e
 By the chain rule, dL/dw_k = c_k(t) * dL/dphi(t).
 
 BatchNorm running statistics are not part of the curve: they live in the wrapped network and
-are recomputed for each t with `modeconn.evaluation.recompute_bn`.
+are recomputed for each t (`Curve.network_at(t, data)` gives a standalone network at phi(t)
+with its own statistics; `Curve.recompute_bn(t, data)` refreshes the wrapped network's). An
+eval-mode `curve(x, t)` of a network with BatchNorm refuses to run on statistics that were not
+recomputed at that t: the wrapped network's buffers hold whatever point was evaluated last.
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ class Curve(nn.Module):
         alphas = torch.arange(1, num_bends + 1, dtype=w0.dtype, device=w0.device) / (num_bends + 1)
         self.bends = nn.Parameter(torch.lerp(w0.expand(num_bends, -1), w1, alphas[:, None]).clone())
         self.last_t: float | None = None
+        # (t, versions) of the last `recompute_bn`: the wrapped network's BatchNorm buffers
+        # hold phi(t)'s statistics while neither they nor the bends have changed since
+        self._bn_record: tuple[float, tuple] | None = None
         # phi as one piece: `point` runs through the same fused Function as training steps
         self._flat = WeightSpace(("phi",), (torch.Size([self.space.size]),))
 
@@ -115,13 +121,88 @@ class Curve(nn.Module):
         return functional_call(self.model, self.space.unflatten(point), (x,))
 
     def forward(self, x: Tensor, t: float | Tensor | None = None) -> Tensor:
-        """Network output at phi(t). In training mode t=None draws t ~ U[0, 1] (one per call)."""
+        """Network output at phi(t). In training mode t=None draws t ~ U[0, 1] (one per call).
+
+        In eval mode a network with BatchNorm needs statistics recomputed at this t first
+        (`recompute_bn(t, data)`); otherwise its buffers belong to another point and the
+        output would be silently wrong, so it raises. `network_at(t, data)` is the network at
+        phi(t) as a module of its own.
+        """
         if t is None:
             if not self.training:
                 raise ValueError("pass t explicitly in eval mode (t=None samples t in training)")
             t = torch.rand((), device="cpu").item()
         self.last_t = _as_t(t)
+        if not self.training and self._batchnorm_buffers():
+            self._check_bn(self.last_t)
         return self.run(x, self.point(self.last_t))
+
+    def _batchnorm_buffers(self) -> list[Tensor]:
+        return [
+            b
+            for m in self.model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+            for b in (m.running_mean, m.running_var)
+        ]
+
+    def _bn_versions(self) -> tuple:
+        return (self.bends._version, *((id(b), b._version) for b in self._batchnorm_buffers()))
+
+    def _check_bn(self, t: float) -> None:
+        record = self._bn_record
+        if record is not None and record[0] == t and record[1] == self._bn_versions():
+            return
+        why = (
+            "they were never recomputed for this curve"
+            if record is None
+            else f"they were recomputed at t={record[0]:g}"
+            if record[0] != t
+            else "the bends or the statistics changed since they were recomputed"
+        )
+        raise ValueError(
+            f"the BatchNorm statistics of this curve's network are not those of phi({t:g}): "
+            f"{why}. Call curve.network_at({t:g}, data) for the network at t (a module of "
+            f"its own), or curve.recompute_bn({t:g}, data) before curve(x, t={t:g})"
+        )
+
+    @torch.no_grad()
+    def recompute_bn(self, t: float, data, **kwargs) -> int:
+        """Recompute the wrapped network's BatchNorm statistics at phi(t) on `data` (a
+        `Dataset`: its un-augmented train inputs; or inputs (N, ...) / batches), so that an
+        eval-mode `curve(x, t)` is the network at phi(t). kwargs go to
+        `modeconn.evaluation.recompute_bn` (batch_size, num_samples, exact). Returns the
+        number of samples used."""
+        from modeconn.evaluation import recompute_bn  # the engine sits above the curves
+
+        t = _as_t(t)
+        inputs = getattr(data, "train_x", data)
+        samples = recompute_bn(self.model, inputs, self.weights(t), **kwargs)
+        self._bn_record = (t, self._bn_versions())
+        return samples
+
+    @torch.no_grad()
+    def network_at(self, t: float, data=None, **kwargs) -> nn.Module:
+        """The network at phi(t) as a standalone module: a copy of the wrapped network with
+        phi(t)'s weights (trainable again) and, if it has BatchNorm layers, their statistics
+        recomputed on `data` (a `Dataset`: its un-augmented train inputs; or inputs (N, ...)
+        / batches), in eval mode. The object to keep, save or hand to other tools.
+        kwargs go to `modeconn.evaluation.recompute_bn` (batch_size, num_samples, exact)."""
+        from modeconn.evaluation import batchnorm_layers, recompute_bn
+
+        t = _as_t(t)
+        net = copy.deepcopy(self.model)
+        for name, value in self.weights(t).items():
+            param = net.get_parameter(name)
+            param.copy_(value)
+            param.requires_grad_(True)
+        if batchnorm_layers(net):
+            if data is None:
+                raise ValueError(
+                    f"the network has BatchNorm layers: pass data (a Dataset or train inputs) "
+                    f"to recompute their statistics at t={t:g}, e.g. curve.network_at(t, data)"
+                )
+            recompute_bn(net, getattr(data, "train_x", data), **kwargs)
+        return net.eval()
 
     def train_output(self, x: Tensor, t: float, wd: float = 0.0) -> tuple[Tensor, Tensor]:
         """(network output at phi(t), ||phi(t)||^2) for a training step on the bends.

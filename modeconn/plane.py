@@ -1,10 +1,12 @@
 """The 2-D plane through three points in weight space, and loss surfaces on a grid in it.
 
 Garipov et al. (2018, Fig. 1 and Sec. 6) look at the plane through the two endpoints w1, w2 and
-the bend theta of a quadratic Bezier curve. With a = w1, b = w2, c = theta:
+the bend theta of a quadratic Bezier curve. Their `plane.py` (and the blog's figures) put w1 at
+the origin and w2 on the positive x-axis, with theta above it. With a = w1, b = w2, c = theta:
 
-    origin = a,   u = (c - a) / |c - a|,   v = GS(b - a against u) / |...|
+    origin = a,   u = (b - a) / |b - a|,   v = GS(c - a against u) / |...|
 
+so a = (0, 0), b = (|b - a|, 0) and c = (<c - a, u>, |GS(c - a)|) with y > 0,
 and a point (x, y) of the plane is origin + x * u + y * v. The geometry runs in float64 (two
 Gram-Schmidt passes), so u and v are orthonormal to rounding even for millions of weights;
 points handed back to a network are cast to the dtype of the original weights.
@@ -113,12 +115,14 @@ class Plane:
         space: WeightSpace | None = None,
         names: tuple[str, str, str] = ("start", "end", "bend"),
     ) -> Plane:
-        """The plane through a, b, c: origin a, u along c - a, v from b - a by Gram-Schmidt.
+        """The plane through a, b, c: origin a, u along b - a, v from c - a by Gram-Schmidt.
 
-        a, b, c: flat (D,) vectors, state dicts (with `space`) or modules (space inferred).
-        Garipov's convention is a = w1 (start), b = w2 (end), c = theta (bend), so that the
-        bend lies on the x axis at (|theta - w1|, 0). Raises ValueError if the points are
-        collinear (to the rounding of their dtype).
+        The argument order is (origin, point on the positive x-axis, point above it):
+        a = w1 (start) lands at (0, 0), b = w2 (end) at (|w2 - w1|, 0) and c = theta (bend)
+        at y > 0, the convention of Garipov et al.'s `plane.py`, whose figures this
+        reproduces. a, b, c: flat (D,) vectors, state dicts (with `space`) or modules (space
+        inferred); `names` labels the three anchors in that order. Raises ValueError if the
+        points are collinear (to the rounding of their dtype).
         """
         if space is None and isinstance(a, nn.Module):
             space = WeightSpace.from_module(a)
@@ -136,20 +140,20 @@ class Plane:
             "the three points are collinear (to rounding of {}): {}. A plane needs three points "
             "that span two directions; pick a bend off the line through the endpoints"
         )
-        du = c64 - a64
+        du = b64 - a64
         nu = WeightSpace.norm(du).item()
         if not nu > tol:
-            raise ValueError(collinear.format(dtype, "c coincides with a"))
+            raise ValueError(collinear.format(dtype, "b coincides with a"))
         u = du / nu
-        dv = b64 - a64
+        dv = c64 - a64
         for _ in range(2):  # Gram-Schmidt twice: orthogonal to rounding whatever D is
             dv = dv - torch.dot(dv, u) * u
         nv = WeightSpace.norm(dv).item()
         if not nv > tol:
-            raise ValueError(collinear.format(dtype, "b lies on the line through a and c"))
+            raise ValueError(collinear.format(dtype, "c lies on the line through a and b"))
         v = dv / nv
-        ab = b64 - a64
-        anchors = [[0.0, 0.0], [torch.dot(ab, u).item(), torch.dot(ab, v).item()], [nu, 0.0]]
+        ac = c64 - a64
+        anchors = [[0.0, 0.0], [nu, 0.0], [torch.dot(ac, u).item(), torch.dot(ac, v).item()]]
         return cls(a64, u, v, space, np.array(anchors), tuple(names), dtype)
 
     def _vectors(self, w: PointLike) -> Tensor:

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,6 +10,7 @@ from hypothesis import strategies as st
 from torch.func import functional_call
 
 from modeconn.curves import Bezier, Line, PolyChain, build_curve
+from modeconn.evaluation import recompute_bn
 from modeconn.training import curve_step_loss
 from modeconn.weights import WeightSpace
 
@@ -52,9 +55,8 @@ def test_curve_hits_endpoints_exactly_on_torchvision_resnet18(kind):
     for t, ref in ((0.0, a), (1.0, b)):
         w = curve.weights(t)
         assert all(torch.equal(w[n], p) for n, p in ref.named_parameters())
-    curve.eval()
-    out = curve(torch.randn(2, 3, 32, 32), t=0.3)
-    assert out.shape == (2, 10)
+    net = curve.network_at(0.3, torch.randn(4, 3, 32, 32))
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
 def _coefficient_curves():
@@ -98,7 +100,7 @@ def test_bend_gradient_is_coefficient_times_point_gradient(tiny_pair, kind, t):
     _shift_bends(curve)
     curve.eval()
     x, y = torch.randn(8, 1, 8, 8, dtype=torch.float64), torch.randint(0, 10, (8,))
-    F.cross_entropy(curve(x, t=t), y).backward()
+    F.cross_entropy(curve.run(x, curve.point(t)), y).backward()
     # Gradient with respect to the weights at phi(t), computed on a plain copy of the network.
     point = curve.point(t).detach().requires_grad_(True)
     F.cross_entropy(functional_call(curve.model, curve.space.unflatten(point), (x,)), y).backward()
@@ -114,14 +116,14 @@ def test_bend_gradient_matches_finite_differences(tiny_pair):
     curve.eval()
     x, y = torch.randn(8, 1, 8, 8, dtype=torch.float64), torch.randint(0, 10, (8,))
     t = 0.37
-    F.cross_entropy(curve(x, t=t), y).backward()
+    F.cross_entropy(curve.run(x, curve.point(t)), y).backward()
     direction = torch.randn_like(curve.bends)
     eps = 1e-6
     with torch.no_grad():
         curve.bends.add_(eps * direction)
-        up = F.cross_entropy(curve(x, t=t), y)
+        up = F.cross_entropy(curve.run(x, curve.point(t)), y)
         curve.bends.sub_(2 * eps * direction)
-        down = F.cross_entropy(curve(x, t=t), y)
+        down = F.cross_entropy(curve.run(x, curve.point(t)), y)
     numeric = (up - down) / (2 * eps)
     assert abs(numeric.item() - (curve.bends.grad * direction).sum().item()) < 1e-6
 
@@ -261,3 +263,74 @@ def test_point_folds_the_regulariser_gradient_into_its_backward(tiny_pair, kind)
     c = curve.coefficients(t).double()[1:-1]
     expected = torch.outer(c, g + wd * phi.detach())
     assert torch.allclose(curve.bends.grad, expected, rtol=1e-12, atol=1e-14)
+
+
+# --- The network at t: BatchNorm statistics of phi(t), never stale ones ------------------------
+
+
+def _bn_curve(tiny_pair):
+    a, b = tiny_pair
+    curve = Bezier(TinyNet(), a, b)
+    _shift_bends(curve)
+    return curve.eval()
+
+
+def test_eval_forward_without_recomputed_statistics_raises(tiny_pair):
+    curve = _bn_curve(tiny_pair)
+    with pytest.raises(ValueError, match=r"network_at\(0.5, data\)"):
+        curve(torch.randn(4, 1, 8, 8), t=0.5)
+
+
+def test_eval_forward_at_another_t_than_the_recomputed_one_raises(tiny_pair):
+    curve = _bn_curve(tiny_pair)
+    curve.recompute_bn(0.2, torch.randn(64, 1, 8, 8))
+    with pytest.raises(ValueError, match="recomputed at t=0.2"):
+        curve(torch.randn(4, 1, 8, 8), t=0.5)
+
+
+def test_eval_forward_after_the_engine_evaluated_another_point_raises(tiny_pair):
+    curve = _bn_curve(tiny_pair)
+    x = torch.randn(64, 1, 8, 8)
+    curve.recompute_bn(0.5, x)
+    curve(x[:4], t=0.5)  # fresh: runs
+    recompute_bn(curve.model, x, curve.weights(0.9))  # what evaluating another point does
+    with pytest.raises(ValueError, match="changed since"):
+        curve(x[:4], t=0.5)
+
+
+def test_eval_forward_after_recompute_equals_a_fresh_network_at_t(tiny_pair):
+    curve = _bn_curve(tiny_pair)
+    x = torch.randn(64, 1, 8, 8)
+    curve.recompute_bn(0.5, x)
+    net = curve.network_at(0.5, x)
+    torch.testing.assert_close(curve(x[:8], t=0.5), net(x[:8]), rtol=0, atol=0)
+
+
+def test_network_at_has_the_weights_of_phi_t_and_statistics_of_its_own(tiny_pair):
+    curve = _bn_curve(tiny_pair)
+    x = torch.randn(64, 1, 8, 8)
+    net = curve.network_at(0.3, x)
+    assert all(torch.equal(p, curve.weights(0.3)[n]) for n, p in net.named_parameters())
+    # the statistics are the direct mean and variance of the BatchNorm input at phi(0.3)
+    with torch.no_grad():
+        pre = net.conv(x)
+    torch.testing.assert_close(net.bn.running_mean, pre.mean((0, 2, 3)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        net.bn.running_var, pre.var((0, 2, 3), unbiased=True), rtol=1e-5, atol=1e-6
+    )
+    assert not net.training and all(p.requires_grad for p in net.parameters())
+    assert net is not curve.model
+
+
+def test_network_at_of_a_batchnorm_network_needs_data(tiny_pair):
+    with pytest.raises(ValueError, match="pass data"):
+        _bn_curve(tiny_pair).network_at(0.5)
+
+
+def test_network_at_without_batchnorm_needs_no_data():
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))]
+    nets += [copy.deepcopy(nets[0]) for _ in range(2)]
+    curve = Bezier(*nets).eval()
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(curve.network_at(0.7)(x), curve(x, t=0.7))

@@ -39,11 +39,22 @@ def test_origin_has_coordinates_zero(plane):
     assert plane.coords(plane.origin) == (0.0, 0.0)
 
 
-def test_c_lies_on_the_x_axis_at_its_distance_from_a():
+def test_b_lies_on_the_positive_x_axis_at_its_distance_from_a():
     a, b, c = _points(50)
-    x, y = Plane.through(a, b, c).coords(c)
-    assert x == pytest.approx(WeightSpace.norm(c - a).item(), rel=1e-12)
+    x, y = Plane.through(a, b, c).coords(b)
+    assert x == pytest.approx(WeightSpace.norm(b - a).item(), rel=1e-12)
     assert y == pytest.approx(0.0, abs=1e-12)
+
+
+def test_c_lies_above_the_x_axis_at_the_coordinates_of_the_paper():
+    """Garipov et al.'s plane.py: u = (w2 - w1)/|w2 - w1|, v from theta - w1 by Gram-Schmidt."""
+    a, b, c = (p.numpy() for p in _points(50))
+    u = (b - a) / np.linalg.norm(b - a)
+    v = (c - a) - np.dot(c - a, u) * u
+    expected = (np.dot(c - a, u), np.linalg.norm(v))
+    x, y = Plane.through(*(torch.from_numpy(p) for p in (a, b, c))).coords(torch.from_numpy(c))
+    assert y > 0
+    np.testing.assert_allclose((x, y), expected, rtol=1e-12)
 
 
 @settings(max_examples=50, deadline=None)
@@ -133,6 +144,14 @@ def test_anchors_are_start_end_bend_inside_the_grid(bezier_plane):
     assert r.anchor_names == ["start", "end", "bend"]
     assert (r.anchors[:, 0] >= r.x[0]).all() and (r.anchors[:, 0] <= r.x[-1]).all()
     assert (r.anchors[:, 1] >= r.y[0]).all() and (r.anchors[:, 1] <= r.y[-1]).all()
+
+
+def test_plane_through_curve_has_w2_on_the_positive_x_axis_and_theta_above(bezier, bezier_plane):
+    (sx, sy), (ex, ey), (bx, by) = bezier_plane.anchors
+    distance = WeightSpace.norm(bezier.end.double() - bezier.start.double()).item()
+    assert (sx, sy) == (0.0, 0.0)
+    assert ex == pytest.approx(distance, rel=1e-9) and ey == pytest.approx(0.0, abs=1e-9)
+    assert by > 0
 
 
 def test_margins_widen_each_side_by_a_fraction_of_the_anchor_range(bezier_plane):
