@@ -34,12 +34,36 @@ from modeconn.weights import WeightSpace, fingerprint
 METRICS = ("train_loss", "train_nll", "train_error", "test_loss", "test_nll", "test_error")
 
 
-def barrier(ts: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray) -> float:
-    """Barrier height max_t [f(t) - ((1 - t) f(0) + t f(1))] of values f sampled at ts (T,).
+# Barrier definitions in use (both on the same sampled profile L(t)):
+BARRIERS = {
+    # Entezari et al. 2022 (and Garipov et al.'s "barrier"): the excess over the straight
+    # interpolation of the endpoint values, max_t [L(t) - ((1 - t) L(0) + t L(1))]
+    "entezari": "max_t L(t) - ((1 - t) L(0) + t L(1))",
+    # Frankle et al. 2020 (linear mode connectivity): max_t L(t) - (L(0) + L(1)) / 2
+    "frankle": "max_t L(t) - (L(0) + L(1)) / 2",
+}
+# What a path reports by default: the data term (nll, no weight decay) and the error.
+BARRIER_METRICS = ("train_nll", "train_error", "test_nll", "test_error")
 
-    The excess of the path over the straight interpolation of its endpoint values; 0 for a
-    linear (or convex) profile. Needs ts[0] == 0 and ts[-1] == 1. NaN values give NaN.
+
+def barrier(
+    ts: Sequence[float] | np.ndarray,
+    values: Sequence[float] | np.ndarray,
+    definition: str = "entezari",
+) -> float:
+    """Barrier height of values f (T,) sampled at ts (T,) along a path from t = 0 to t = 1.
+
+    definition "entezari" (Entezari et al. 2022; Garipov et al.'s barrier):
+        max_t [f(t) - ((1 - t) f(0) + t f(1))], the excess over the straight interpolation of
+        the endpoint values: 0 for a linear (or convex) profile.
+    definition "frankle" (Frankle et al. 2020): max_t f(t) - (f(0) + f(1)) / 2, the excess
+        over the mean of the endpoint values.
+    Needs ts[0] == 0 and ts[-1] == 1. NaN values give NaN.
     """
+    if definition not in BARRIERS:
+        raise ValueError(
+            f"unknown barrier definition {definition!r}; valid definitions: {', '.join(BARRIERS)}"
+        )
     ts, values = np.asarray(ts, dtype=np.float64), np.asarray(values, dtype=np.float64)
     if ts.ndim != 1 or ts.shape != values.shape or len(ts) < 2:
         raise ValueError(
@@ -51,6 +75,8 @@ def barrier(ts: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarr
             f"barrier needs the endpoints: ts[0] must be 0 and ts[-1] must be 1, got "
             f"{ts[0]} and {ts[-1]}; evaluate the path on a grid that includes t = 0 and t = 1"
         )
+    if definition == "frankle":
+        return float(np.max(values) - (values[0] + values[-1]) / 2)
     line = (1 - ts) * values[0] + ts * values[-1]
     return float(np.max(values - line))
 
@@ -76,7 +102,9 @@ def weighted_mean(values: np.ndarray, lengths: np.ndarray, ts: np.ndarray) -> fl
 class PathResult(SavedResult):
     """Metrics at T points along a curve; each metric is a (T,) float64 array.
 
-    Losses include the weight-decay term 0.5 * wd * ||phi(t)||^2; errors are in percent.
+    `*_loss` include the weight-decay term 0.5 * wd * ||phi(t)||^2 (the paper's train loss),
+    `*_nll` are the data term alone; errors are in percent. Barriers (`barrier`, `barriers`)
+    default to the nll and the error.
     arc_length (T-1,): Euclidean distance in weight space between consecutive points.
     """
 
@@ -116,11 +144,19 @@ class PathResult(SavedResult):
             for name in METRICS
         }
 
-    def barrier(self, metric: str = "train_loss") -> float:
-        """Barrier height of `metric` along the path (see the module-level `barrier`)."""
+    def barrier(self, metric: str = "train_nll", definition: str = "entezari") -> float:
+        """Barrier height of `metric` along the path (see the module-level `barrier` for the
+        definitions). The default is the train nll: "train_loss" adds the weight-decay term
+        0.5 wd ||phi(t)||^2, which can hide a barrier of the data term (it is larger at the
+        endpoints than between them), so it is there on request only."""
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
-        return barrier(self.ts, getattr(self, metric))
+        return barrier(self.ts, getattr(self, metric), definition)
+
+    def barriers(self) -> dict[str, dict[str, float]]:
+        """Both barrier definitions of the nll and the error on both splits:
+        {metric: {"entezari": ..., "frankle": ...}} for metric in BARRIER_METRICS."""
+        return {m: {d: self.barrier(m, d) for d in BARRIERS} for m in BARRIER_METRICS}
 
 
 def finite_stats(values: np.ndarray) -> dict[str, float]:

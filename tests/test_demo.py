@@ -59,6 +59,24 @@ def test_demo_summary_table_compares_line_and_curve(demo_run):
     assert "straight line" in table and "Bezier curve" in table and "ensemble" in table
 
 
+def test_demo_table_shows_nll_and_error_barriers_of_both_definitions(demo_run):
+    table, paths = demo_run[0]["table"], demo_run[0]["paths"]
+    assert "train nll barrier" in table and "test error barrier" in table
+    assert "Entezari" in table and "Frankle" in table
+    for name, key in (("straight line", "line"), ("Bezier curve", "curve")):
+        row = next(r for r in table.splitlines() if r.startswith(name))
+        numbers = [float(v.rstrip("%")) for v in row[len(name) :].split()]
+        b = paths[key].barriers()
+        expected = [
+            paths[key].train_nll.max(),
+            b["train_nll"]["entezari"],
+            b["train_nll"]["frankle"],
+            b["test_error"]["entezari"],
+            b["test_error"]["frankle"],
+        ]
+        np.testing.assert_allclose(numbers[:5], expected, atol=1e-2)
+
+
 def test_fge_app_runs_from_a_demo_endpoint(demo_run):
     tmp = demo_run[1]
     cfg = compose_app(

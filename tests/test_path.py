@@ -148,6 +148,47 @@ def test_path_result_barrier_reads_the_named_metric():
     assert result.barrier("test_nll") == 2.0 and result.barrier() == 0.0
 
 
+def test_path_barrier_defaults_to_the_nll_not_the_loss_with_weight_decay():
+    """The l2 term, larger at the endpoints, can flatten a barrier of the data term to 0."""
+    ts = np.array([0.0, 0.5, 1.0])
+    result = _synthetic(ts, [1.0, 1.0])
+    result.train_nll = np.array([0.245, 0.694, 0.25])
+    result.train_loss = result.train_nll + 0.5 * np.array([1.2, 0.3, 1.2])
+    assert result.barrier("train_loss") == 0.0
+    assert result.barrier() == pytest.approx(0.694 - (0.245 + 0.25) / 2)
+
+
+@settings(max_examples=50, deadline=None)
+@given(ts=_ts, data=st.data())
+def test_frankle_barrier_is_the_peak_minus_the_mean_of_the_endpoints(ts, data):
+    values = np.array(data.draw(st.lists(st.floats(-1e3, 1e3), min_size=len(ts), max_size=len(ts))))
+    expected = max(values) - (values[0] + values[-1]) / 2
+    assert barrier(ts, values, "frankle") == pytest.approx(expected, abs=1e-9)
+
+
+@settings(max_examples=50, deadline=None)
+@given(ts=_ts, data=st.data())
+def test_frankle_and_entezari_barriers_agree_when_the_endpoints_are_equal(ts, data):
+    values = np.array(data.draw(st.lists(st.floats(-1e3, 1e3), min_size=len(ts), max_size=len(ts))))
+    values[-1] = values[0]
+    assert barrier(ts, values, "frankle") == pytest.approx(barrier(ts, values), abs=1e-9)
+
+
+def test_barriers_report_both_definitions_of_nll_and_error_on_both_splits():
+    result = _synthetic([0.0, 0.5, 1.0], [1.0, 1.0])
+    result.test_error = np.array([2.0, 10.0, 4.0])
+    barriers = result.barriers()
+    assert set(barriers) == {"train_nll", "train_error", "test_nll", "test_error"}
+    assert barriers["test_error"] == {"entezari": 7.0, "frankle": 7.0}
+    result.test_error = np.array([2.0, 4.0, 8.0])
+    assert result.barriers()["test_error"] == {"entezari": 0.0, "frankle": 3.0}
+
+
+def test_unknown_barrier_definition_raises_with_the_valid_ones():
+    with pytest.raises(ValueError, match="entezari, frankle"):
+        barrier([0.0, 1.0], [1.0, 1.0], "max")
+
+
 def test_barrier_of_unknown_metric_raises():
     with pytest.raises(ValueError, match="valid metrics"):
         _synthetic([0.0, 1.0], [1.0]).barrier("loss")

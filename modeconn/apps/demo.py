@@ -22,21 +22,31 @@ def _stage(cfg: dict) -> DictConfig:
 
 
 def summary_table(paths: dict, ens, plane_result, timings: dict[str, float]) -> str:
-    """The numbers a researcher looks at first, as a plain-text table."""
+    """The numbers a researcher looks at first, as a plain-text table: barriers of the train
+    nll and the test error under both definitions in use (E: Entezari et al., the excess over
+    the endpoints' interpolation; F: Frankle et al., the excess over their mean)."""
     rows = [
-        f"{'':22s}{'max train loss':>16s}{'barrier':>10s}{'test err min':>14s}{'test err max':>14s}"
+        f"{'':16s}{'max train':>10s}{'train nll barrier':>20s}{'test error barrier':>20s}"
+        f"{'test error':>17s}",
+        f"{'':16s}{'nll':>10s}{'E':>10s}{'F':>10s}{'E':>10s}{'F':>10s}{'min':>8s}{'max':>9s}",
     ]
     for name, r in (("straight line", paths["line"]), ("Bezier curve", paths["curve"])):
+        b = r.barriers()
         rows.append(
-            f"{name:22s}{r.train_loss.max():16.4f}{r.barrier('train_loss'):10.4f}"
-            f"{r.test_error.min():13.2f}%{r.test_error.max():13.2f}%"
+            f"{name:16s}{r.train_nll.max():10.4f}"
+            f"{b['train_nll']['entezari']:10.4f}{b['train_nll']['frankle']:10.4f}"
+            f"{b['test_error']['entezari']:9.2f}%{b['test_error']['frankle']:9.2f}%"
+            f"{r.test_error.min():7.2f}%{r.test_error.max():8.2f}%"
         )
     c, line = paths["curve"], paths["line"]
-    ratio = line.train_loss.max() / c.train_loss.max()
+    ratio = line.train_nll.max() / c.train_nll.max()
     mid = ens.start_error - ens.ensemble_gain(0.5)
     rows += [
+        "E: max_t L(t) - ((1 - t) L(0) + t L(1))  (Entezari et al. 2022)",
+        "F: max_t L(t) - (L(0) + L(1)) / 2        (Frankle et al. 2020)",
         "",
-        f"line / curve max train loss: {ratio:.1f}x",
+        f"line / curve max train nll: {ratio:.1f}x; max train loss with the l2 term (the "
+        f"paper's objective): line {line.train_loss.max():.4f}, curve {c.train_loss.max():.4f}",
         f"endpoint test error: w1 {c.test_error[0]:.2f}%, w2 {c.test_error[-1]:.2f}%",
         f"ensemble {{w1, phi(0.5)}}: {mid:.2f}% test error (gain over w1: "
         f"{ens.ensemble_gain(0.5):+.2f} points); {{w1, w2}}: {ens.reference_error:.2f}%",

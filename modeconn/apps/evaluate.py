@@ -40,11 +40,16 @@ def run(cfg: DictConfig) -> dict[str, PathResult]:
         if note:
             log.warning(note)
         summary = result.summary()
+        b = result.barriers()
         log.info(
-            "%s: max train loss %.4f, train-loss barrier %.4f, test error %.2f-%.2f %%",
+            "%s: max train nll %.4f; train nll barrier %.4f (Entezari) / %.4f (Frankle); "
+            "test error barrier %.2f / %.2f points; test error %.2f-%.2f %%",
             name,
-            summary["train_loss"]["max"],
-            result.barrier("train_loss"),
+            summary["train_nll"]["max"],
+            b["train_nll"]["entezari"],
+            b["train_nll"]["frankle"],
+            b["test_error"]["entezari"],
+            b["test_error"]["frankle"],
             summary["test_error"]["min"],
             summary["test_error"]["max"],
         )
