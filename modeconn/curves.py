@@ -58,6 +58,8 @@ class Curve(nn.Module):
         ref = next(self.model.parameters())
         w0 = self.space.flatten(start, "start").to(ref.device, ref.dtype)
         w1 = self.space.flatten(end, "end").to(ref.device, ref.dtype)
+        for which, w in (("start", w0), ("end", w1)):
+            _check_finite(self.space, w, which)
         # Both endpoints in one (2, D) buffer so phi(t) is two matrix-vector products.
         self.register_buffer("endpoints", torch.stack([w0, w1]))
         # Bends start on the segment between the endpoints, equally spaced (as in the paper).
@@ -223,6 +225,21 @@ class Curve(nn.Module):
         if scale is not None:
             out = _ScaleGrad.apply(out, scale)
         return out, sq
+
+
+def _check_finite(space: WeightSpace, flat: Tensor, which: str) -> None:
+    """Refuse endpoint weights with NaN or inf, naming the first tensor that holds them (a
+    curve between them could only diverge, and its loss would take the blame)."""
+    if bool(torch.isfinite(flat).all()):
+        return
+    for name, piece in space.unflatten(flat).items():
+        bad = int((~torch.isfinite(piece)).sum())
+        if bad:
+            raise ValueError(
+                f"the {which} weights are not finite: tensor '{name}' holds {bad} NaN or inf "
+                f"values of {piece.numel()}. Check the {which} network or checkpoint (did its "
+                "training diverge?) before connecting it"
+            )
 
 
 def _combine(terms: list[tuple[Tensor, float]]) -> Tensor:

@@ -12,6 +12,8 @@ consecutive points give the arc length that weights the "integral over the curve
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -28,8 +30,11 @@ from modeconn.batched import evaluate_points, resolve_points_per_pass
 from modeconn.curves import Curve, curve_args
 from modeconn.evaluation import Metrics, evaluate_point
 from modeconn.execution import autocast_name
+from modeconn.interrupt import grid_saved, save_on_interrupt
 from modeconn.store import PartialGrid, SavedResult, plain_meta
 from modeconn.weights import WeightSpace, fingerprint
+
+log = logging.getLogger("modeconn")
 
 METRICS = ("train_loss", "train_nll", "train_error", "test_loss", "test_nll", "test_error")
 
@@ -228,6 +233,11 @@ def engine_config(bn_samples: int | None, autocast) -> dict:
     return {"bn_samples": bn_samples, **({"autocast": name} if name else {})}
 
 
+def points_done(job: PartialGrid) -> tuple[int, int]:
+    """(points done, points in all) of a partial file."""
+    return int(job.done.sum()), job.done.size
+
+
 def _as_ts(ts: int | Sequence[float]) -> np.ndarray:
     if isinstance(ts, (int, np.integer)) and not isinstance(ts, bool):
         if ts < 2:
@@ -299,7 +309,10 @@ def evaluate_path(
     prev = None
     begin = time.perf_counter()
     pending: list[tuple[int, Tensor]] = []  # (k, point) waiting for a full pass
-    with torch.no_grad():
+    if job is not None and job.done.any():
+        log.info("resuming from '%s.npz': %d of %d points already done", partial, *points_done(job))
+    on_stop = save_on_interrupt(lambda: grid_saved(job)) if job else contextlib.nullcontext()
+    with torch.no_grad(), on_stop:
         for k, t in enumerate(
             tqdm(ts, desc=f"path ({curve.kind})", disable=not progress, leave=False)
         ):

@@ -17,6 +17,7 @@ points handed back to a network are cast to the dtype of the original weights.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Mapping
@@ -32,7 +33,8 @@ from tqdm.auto import tqdm
 from modeconn.batched import check_points_per_pass, resolve_points_per_pass
 from modeconn.curves import Curve, curve_args
 from modeconn.execution import autocast_name
-from modeconn.path import METRICS, engine_config, finite_stats, points_metrics
+from modeconn.interrupt import grid_saved, save_on_interrupt
+from modeconn.path import METRICS, engine_config, finite_stats, log, points_done, points_metrics
 from modeconn.store import PartialGrid, SavedResult, plain_meta
 from modeconn.weights import WeightSpace, fingerprint
 
@@ -382,7 +384,10 @@ def evaluate_plane(
         if (job is None or not job.done[i, j]) and (shard is None or (i * gy + j) % n == k)
     ]
     pending: list[tuple[int, int]] = []  # nodes waiting for a full pass
-    with torch.no_grad():
+    if job is not None and job.done.any():
+        log.info("resuming from '%s.npz': %d of %d points already done", partial, *points_done(job))
+    on_stop = save_on_interrupt(lambda: grid_saved(job)) if job else contextlib.nullcontext()
+    with torch.no_grad(), on_stop:
         for count, (i, j) in enumerate(
             tqdm(nodes, desc="plane", disable=not progress, leave=False)
         ):

@@ -11,6 +11,7 @@ is the paper's regulariser on the point, 0.5 * wd * ||phi(t)||^2, not decay of t
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from modeconn.curves import Curve, curve_args
+from modeconn.interrupt import save_on_interrupt
 from modeconn.store import load_checkpoint, save_checkpoint
 
 
@@ -112,6 +114,27 @@ def _set_rng_state(generator: torch.Generator, state: Mapping[str, Any]) -> None
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _check_finite_params(
+    module: nn.Module, params: Sequence[nn.Parameter], checkpoint: Path | None
+) -> None:
+    """Refuse to train weights that hold NaN or inf already, naming the tensor: the loss
+    would become NaN at once and the learning rate would take the blame."""
+    wanted = {id(p) for p in params}
+    for name, p in module.named_parameters():
+        if id(p) in wanted and not bool(torch.isfinite(p).all()):
+            bad = int((~torch.isfinite(p)).sum())
+            where = (
+                f" (resumed from '{checkpoint}')"
+                if checkpoint is not None and checkpoint.exists()
+                else ""
+            )
+            raise ValueError(
+                f"the weights to train are not finite before training{where}: tensor '{name}' "
+                f"holds {bad} NaN or inf values of {p.numel()}. Check where they come from "
+                "(the initial network, a loaded state dict or the endpoint checkpoints)"
+            )
+
+
 StepFn = Callable[[nn.Module, Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
 
 
@@ -168,6 +191,8 @@ def fit(
         optimizer.load_state_dict(ckpt.training["optimizer"])
         _set_rng_state(generator, ckpt.training["rng"])
 
+    _check_finite_params(module, params, result.checkpoint)
+
     # Under torchrun: every rank draws the same order and the same t (same generator), takes
     # its share x[rank::world] of each batch, and DistributedDataParallel averages the
     # gradients. Each rank's loss is scaled by world * share / batch before the backward
@@ -186,20 +211,46 @@ def fit(
             broadcast_buffers=broadcast_buffers,
         )
 
+    def payload(epoch: int) -> tuple:
+        """What a checkpoint at the end of `epoch` holds, copied (a snapshot stays valid
+        while training goes on)."""
+        extra = extra_state[0]() if extra_state is not None else None
+        return (
+            {k: v.detach().to("cpu", copy=True) for k, v in state_fn().items()},
+            {**meta, "epoch": epoch, "finished": epoch == config.epochs},
+            copy.deepcopy(
+                {
+                    "optimizer": optimizer.state_dict(),
+                    "rng": _rng_state(generator),
+                    "history": result.history,
+                    "extra": extra,
+                }
+            ),
+        )
+
     def save(epoch: int) -> None:
         if result.checkpoint is None or rank != 0:
             return
-        save_checkpoint(
-            result.checkpoint,
-            meta["kind"],
-            state_fn(),
-            {**meta, "epoch": epoch, "finished": epoch == config.epochs},
-            {
-                "optimizer": optimizer.state_dict(),
-                "rng": _rng_state(generator),
-                "history": result.history,
-                "extra": extra_state[0]() if extra_state is not None else None,
-            },
+        save_checkpoint(result.checkpoint, meta["kind"], *payload(epoch))
+
+    # The last finished epoch that is not on disk yet, kept in memory so that Ctrl-C or
+    # SIGTERM (a preemption) saves it: `save_every=0` writes only at the end.
+    snapshot: tuple | None = None
+    saved_epoch = start_epoch
+    current = [start_epoch]
+
+    def interrupted() -> str:
+        where = f"in epoch {current[0] + 1} of {config.epochs}"
+        if result.checkpoint is None:
+            return f"{where}; no checkpoint path was given, so nothing was saved"
+        if snapshot is not None and rank == 0:
+            save_checkpoint(result.checkpoint, meta["kind"], *snapshot)
+        last = snapshot[1]["epoch"] if snapshot is not None else saved_epoch
+        if not last:
+            return f"{where}, before any epoch finished: nothing to save; rerun to start again"
+        return (
+            f"{where}: epoch {last} saved in '{result.checkpoint}'; rerun the same command to "
+            "resume"
         )
 
     steps = math.ceil(len(data.train_y) / config.batch_size)
@@ -210,60 +261,77 @@ def fit(
         initial=start_epoch,
         total=config.epochs,
     )
-    for epoch in bar:
-        module.train()
-        began, loss_sum, wrong, seen = time.perf_counter(), 0.0, 0, 0
-        batches = data.batches(
-            "train", config.batch_size, shuffle=True, augment=config.augment, generator=generator
-        )
-        for i, (x, y) in enumerate(batches):
-            lr = lr_fn(epoch + i / steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            scale, counted = 1.0, True
+    with save_on_interrupt(interrupted):
+        for epoch in bar:
+            current[0] = epoch
+            module.train()
+            began, loss_sum, wrong, seen = time.perf_counter(), 0.0, 0, 0
+            batches = data.batches(
+                "train",
+                config.batch_size,
+                shuffle=True,
+                augment=config.augment,
+                generator=generator,
+            )
+            for i, (x, y) in enumerate(batches):
+                lr = lr_fn(epoch + i / steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                scale, counted = 1.0, True
+                if world > 1:
+                    if len(y) >= world:
+                        scale = world * len(y[rank::world]) / len(y)
+                        x, y = x[rank::world], y[rank::world]
+                    else:  # a last batch smaller than the number of ranks: all ranks take it whole
+                        counted = rank == 0
+                loss, logits = step(net, x, y, generator)
+                value = loss.detach()
+                if world > 1:  # every rank stops together, never one alone in a collective
+                    value = value.clone()
+                    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+                if not torch.isfinite(value):
+                    raise FloatingPointError(
+                        f"the training loss became {value.item()} at epoch {epoch + 1}, step "
+                        f"{i + 1} (lr={lr:.4g}). Lower the learning rate (optim.lr)"
+                        + (
+                            f"; the checkpoint '{result.checkpoint}' is intact."
+                            if result.checkpoint is not None and result.checkpoint.exists()
+                            else "."
+                        )
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                (loss * scale if scale != 1.0 else loss).backward()
+                optimizer.step()
+                if counted:
+                    loss_sum += loss.item() * len(y)
+                    wrong += (logits.argmax(1) != y).sum().item()
+                    seen += len(y)
             if world > 1:
-                if len(y) >= world:
-                    scale = world * len(y[rank::world]) / len(y)
-                    x, y = x[rank::world], y[rank::world]
-                else:  # a last batch smaller than the number of ranks: all ranks take it whole
-                    counted = rank == 0
-            loss, logits = step(net, x, y, generator)
-            value = loss.detach()
-            if world > 1:  # every rank stops together, never one alone in a collective
-                value = value.clone()
-                dist.all_reduce(value, op=dist.ReduceOp.MAX)
-            if not torch.isfinite(value):
-                raise FloatingPointError(
-                    f"the training loss became {value.item()} at epoch {epoch + 1}, step {i + 1} "
-                    f"(lr={lr:.4g}). Lower the learning rate (optim.lr); the last checkpoint "
-                    "is intact."
+                totals = torch.tensor([loss_sum, wrong, seen], dtype=torch.float64, device=device)
+                dist.all_reduce(totals)
+                loss_sum, wrong, seen = (
+                    totals[0].item(),
+                    int(totals[1].item()),
+                    int(totals[2].item()),
                 )
-            optimizer.zero_grad(set_to_none=True)
-            (loss * scale if scale != 1.0 else loss).backward()
-            optimizer.step()
-            if counted:
-                loss_sum += loss.item() * len(y)
-                wrong += (logits.argmax(1) != y).sum().item()
-                seen += len(y)
-        if world > 1:
-            totals = torch.tensor([loss_sum, wrong, seen], dtype=torch.float64, device=device)
-            dist.all_reduce(totals)
-            loss_sum, wrong, seen = totals[0].item(), int(totals[1].item()), int(totals[2].item())
-        record = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": loss_sum / seen,
-            "train_error": 100.0 * wrong / seen,
-            "seconds": time.perf_counter() - began,
-        }
-        result.history.append(record)
-        bar.set_postfix(loss=f"{record['train_loss']:.4f}", err=f"{record['train_error']:.2f}")
-        done = epoch + 1
-        for callback in callbacks:
-            callback(done, record)
-        if done == config.epochs or (config.save_every and done % config.save_every == 0):
-            save(done)
+            record = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": loss_sum / seen,
+                "train_error": 100.0 * wrong / seen,
+                "seconds": time.perf_counter() - began,
+            }
+            result.history.append(record)
+            bar.set_postfix(loss=f"{record['train_loss']:.4f}", err=f"{record['train_error']:.2f}")
+            done = epoch + 1
+            for callback in callbacks:
+                callback(done, record)
+            if done == config.epochs or (config.save_every and done % config.save_every == 0):
+                save(done)
+                snapshot, saved_epoch = None, done
+            elif result.checkpoint is not None and rank == 0:
+                snapshot = payload(done)
     return result
 
 

@@ -17,7 +17,12 @@ def digits():
 def _model(data, seed, widths=(8, 16, 32), hidden=64):
     torch.manual_seed(seed)
     return build_model(
-        "convfc", num_classes=10, input_shape=data.input_shape, widths=widths, hidden=hidden
+        "convfc",
+        num_classes=10,
+        input_shape=data.input_shape,
+        widths=widths,
+        hidden=hidden,
+        pool_padding=1,  # 8x8 digits: the paper's unpadded pools would shrink them to nothing
     )
 
 
@@ -139,16 +144,34 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(digits, tm
     net = _model(data, 0)
     train_endpoint(net, data, TrainConfig(epochs=1, batch_size=32, progress=False), checkpoint=path)
     before = path.read_bytes()
-    with torch.no_grad():
-        next(net.parameters()).fill_(float("nan"))
-    with pytest.raises(FloatingPointError, match="Lower the learning rate"):
+    with pytest.raises(FloatingPointError, match=r"Lower the learning rate \(optim.lr\)\.$"):
         train_endpoint(
             net,
             data,
-            TrainConfig(epochs=1, batch_size=32, progress=False),
-            checkpoint=tmp_path / "other.pt",
+            TrainConfig(epochs=1, batch_size=32, lr=1e38, momentum=0.0, progress=False),
+            checkpoint=tmp_path / "other.pt",  # no file there yet: no checkpoint to speak of
         )
     assert path.read_bytes() == before
+
+
+def test_nan_weights_before_training_are_named_not_blamed_on_the_learning_rate(digits):
+    data = digits.subset(train=64, test=16)
+    net = _model(data, 0)
+    name, param = next(iter(net.named_parameters()))
+    with torch.no_grad():
+        param[0].fill_(float("nan"))
+    with pytest.raises(ValueError, match=f"tensor '{name}' holds"):
+        train_endpoint(net, data, TrainConfig(epochs=1, batch_size=32, progress=False))
+
+
+def test_nan_endpoint_weights_are_refused_when_the_curve_is_built(digits):
+    data = digits.subset(train=64, test=16)
+    a, b = _model(data, 1), _model(data, 2)
+    name, param = list(b.named_parameters())[-1]
+    with torch.no_grad():
+        param.fill_(float("inf"))
+    with pytest.raises(ValueError, match=f"end weights are not finite: tensor '{name}'"):
+        Bezier(a, a, b)
 
 
 def test_line_has_nothing_to_train(digits):
