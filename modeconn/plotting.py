@@ -40,14 +40,49 @@ def _figure(ncols: int, width: float = 4.6, height: float = 3.8) -> tuple[Figure
     return fig, list(axes)
 
 
+def figure_title(result: Any, title: str | None = None, model: str | None = None) -> str | None:
+    """The suptitle of a figure: "<model> on <data set>", then ": <title>" if given.
+
+    The data set comes from `result.meta["dataset"]`, the model from `model` (results do not
+    record it; the apps pass the checkpoint's model name) or `meta["model"]`. A `title` that
+    already names the data set is used as it is; with neither, the title alone (or None).
+    """
+    meta = getattr(result, "meta", None) or {}
+    dataset, model = meta.get("dataset"), model or meta.get("model")
+    heading = " on ".join(str(p) for p in (model, dataset) if p) or None
+    if not title or not heading:
+        return title or heading
+    return title if dataset and str(dataset).lower() in title.lower() else f"{heading}: {title}"
+
+
+def _suptitle(fig: Figure, result: Any, title: str | None, model: str | None) -> None:
+    text = figure_title(result, title, model)
+    if text:
+        fig.suptitle(text)
+
+
 def _finite(values: Any) -> np.ndarray:
     arr = np.asarray(values, dtype=float).ravel()
     return arr[np.isfinite(arr)]
 
 
+def _get(result: Any, name: str) -> np.ndarray:
+    """An optional array attribute; empty when missing or None."""
+    value = getattr(result, name, None)
+    return np.asarray([] if value is None else value, dtype=float)
+
+
 def _log_axis_ok(*arrays: Any) -> bool:
     vals = np.concatenate([_finite(a) for a in arrays if a is not None] or [np.empty(0)])
     return vals.size > 0 and bool(np.all(vals > 0))
+
+
+def _log_y(ax: Any) -> None:
+    """A log y-axis labelled in plain numbers at 1, 2, 3, 5 x 10^k (not 2 x 10^0)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 # --------------------------------------------------------------------------------- plane
@@ -121,22 +156,108 @@ _ANCHOR_STYLE = {
 }
 
 
-def _draw_anchors(ax: Any, anchors: np.ndarray, names: Sequence[str]) -> None:
-    start, end = _endpoint_indices(names, len(anchors))
+_COMPASS = np.array([(np.cos(a), np.sin(a)) for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)])
+
+
+def _label_directions(anchors: np.ndarray, names: Sequence[str], pt: float) -> list[np.ndarray]:
+    """Where each anchor's name goes (a unit vector): away from the anchors' centre, else the
+    nearest free compass direction, so that names of nearby anchors neither collide with each
+    other nor cover another marker. pt: data units per typographic point (an estimate)."""
+
+    def box(k: int, d: np.ndarray) -> np.ndarray:  # (x0, y0, x1, y1) of name k set off along d
+        w, h = (5.5 * len(names[k]) + 6) * pt, 14 * pt  # 9 pt text in a padded box
+        x, y = anchors[k] + 10 * pt * d
+        x0 = x if d[0] > 0.35 else x - w if d[0] < -0.35 else x - w / 2
+        y0 = y if d[1] > 0.35 else y - h if d[1] < -0.35 else y - h / 2
+        return np.array([x0, y0, x0 + w, y0 + h])
+
+    def hits(b: np.ndarray, c: np.ndarray) -> bool:
+        return bool(b[0] < c[2] and c[0] < b[2] and b[1] < c[3] and c[1] < b[3])
+
+    markers = [np.r_[a - 6 * pt, a + 6 * pt] for a in anchors]
+    centre, placed, chosen = anchors.mean(0), [], []
+    for k in range(len(anchors)):
+        away = anchors[k] - centre
+        away = away / np.hypot(*away) if np.hypot(*away) > 1e-6 * pt else np.array([0.7, 0.7])
+        options = [away, *sorted(_COMPASS, key=lambda d: -float(d @ away))]
+        others = [m for j, m in enumerate(markers) if j != k]
+        free = (d for d in options if not any(hits(box(k, d), c) for c in placed + others))
+        chosen.append(next(free, away))
+        placed.append(box(k, chosen[-1]))
+    return chosen
+
+
+def _draw_anchors(
+    ax: Any, anchors: np.ndarray, names: Sequence[str], ends: tuple[int, int], pt: float
+) -> None:
+    """A marker per anchor and its name, placed by `_label_directions`."""
     bend_markers = iter(["^", "D", "v", "P", "X", "h", "*", "<", ">"] * 4)
-    for k, (x, y) in enumerate(anchors):
-        marker = "o" if k == start else "s" if k == end else next(bend_markers)
-        name = names[k] if k < len(names) else f"anchor {k}"
-        ax.plot([x], [y], marker=marker, linestyle="none", label=name, **_ANCHOR_STYLE)
+    directions = _label_directions(anchors, names, pt)
+    for k, ((x, y), (ux, uy)) in enumerate(zip(anchors, directions, strict=True)):
+        marker = "o" if k == ends[0] else "s" if k == ends[1] else next(bend_markers)
+        ax.plot([x], [y], marker=marker, linestyle="none", **_ANCHOR_STYLE)
         ax.annotate(
-            name,
+            names[k],
             (x, y),
-            xytext=(7, 7),
+            xytext=(10 * ux, 10 * uy),
             textcoords="offset points",
+            ha="left" if ux > 0.35 else "right" if ux < -0.35 else "center",
+            va="bottom" if uy > 0.35 else "top" if uy < -0.35 else "center",
             fontsize=9,
             zorder=6,
-            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.7, "lw": 0},
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.75, "lw": 0},
         )
+
+
+def _axis_labels(anchors: np.ndarray, names: Sequence[str], ends: tuple[int, int]) -> list[str]:
+    """Axis labels read off the anchors ("x: along end − start", "y: ⊥ x, bend at y > 0"), so
+    they hold whichever anchor the plane's x-axis points to (the paper's w2, or a bend)."""
+    s, e = ends
+    extent = float(np.ptp(anchors, axis=0).max()) if len(anchors) > 1 else 0.0
+    for k in [e, *range(len(anchors))]:
+        d = anchors[k] - anchors[s]
+        if k == s or not np.hypot(*d) > 1e-9 * extent or abs(d[1]) > 1e-6 * np.hypot(*d):
+            continue
+        pair = (names[k], names[s]) if d[0] > 0 else (names[s], names[k])
+        others = [j for j in range(len(anchors)) if j not in (s, k)]
+        side = f"{names[others[0]]} at y {'>' if anchors[others[0], 1] > 0 else '<'} 0"
+        return [
+            f"x: along {pair[0]} − {pair[1]}",
+            f"y: ⊥ x, {side if len(others) == 1 else 'in the plane'}",
+        ]
+    return ["plane x", "plane y"]
+
+
+def off_plane_note(result: Any, tol: float = 1e-3) -> str | None:
+    """A note such as "curve leaves the plane by up to 3.2 (12 % of |end − start|)", or None.
+
+    The distance is the largest of `result.curve_distance` (each projected phi(t)) and, if the
+    result has it, `anchor_distance` (control points off the plane: the bends a plane through
+    three anchors cannot hold when a curve has several). It is compared with the distance
+    between the start and end anchors; within `tol` of it there is no note. Above, the drawn
+    curve is a projection and the colours under it are not the curve's values.
+    """
+    anchors = np.asarray(result.anchors, dtype=float).reshape(-1, 2)
+    names = list(getattr(result, "anchor_names", None) or [])
+    names += [f"anchor {k}" for k in range(len(names), len(anchors))]
+    dists = [_finite(_get(result, a)) for a in ("curve_distance", "anchor_distance")]
+    far = max((float(d.max()) for d in dists if d.size), default=0.0)
+    if len(anchors) < 2 or far == 0.0:
+        return None
+    s, e = _endpoint_indices(names, len(anchors))
+    span = float(np.hypot(*(anchors[e] - anchors[s]))) or float(np.ptp(anchors, axis=0).max())
+    if span > 0 and far <= tol * span:
+        return None
+    share = f" ({100 * far / span:.2g} % of |{names[e]} − {names[s]}|)" if span > 0 else ""
+    return f"curve leaves the plane by up to {far:.3g}{share}: drawn is its projection"
+
+
+def _plane_figure(ncols: int, x: np.ndarray, y: np.ndarray, note: bool) -> tuple[Figure, list[Any]]:
+    # Size the panels to the plane's aspect (drawn 1:1), so equal-aspect panels fill their cells;
+    # the rest is titles, labels, the colour bar, the legend and the note's line.
+    width = 3.6
+    height = float(np.clip(width * np.ptp(y) / np.ptp(x), 1.8, 5.0)) if np.ptp(x) > 0 else width
+    return _figure(ncols, width=width + 1.7, height=height + 1.5 + 0.25 * note)
 
 
 def plot_plane(
@@ -149,25 +270,37 @@ def plot_plane(
     line: bool = True,
     cmap: str = "jet_r",
     title: str | None = None,
+    model: str | None = None,
+    off_plane_tol: float = 1e-3,
 ) -> Figure:
     """Filled-contour panels of a plane, one per metric, as in Garipov et al. 2018 (Fig. 1).
 
     result: x (Gx,), y (Gy,), and each metric (Gx, Gy) with [i, j] at (x[i], y[j]); anchors
-    (K, 2) with anchor_names; optional curve_xy (T, 2), drawn as a solid line.
+    (K, 2) with anchor_names; optional curve_xy (T, 2), drawn as a solid line, and
+    curve_distance (T,). The axes are labelled from the anchors (no orientation is assumed).
     levels: number of bands, spaced by `log_levels(vmin, vmax, levels, floor)`, or explicit
     increasing levels (then `scale` and `floor` are not used). Each band gets its own colour
     whatever its width (BoundaryNorm); values beyond the levels take the end colours, shown as
-    arrows on the colorbar.
+    arrows on the colour bar. Each panel has its own bar, as tall as the panel (an inset of it:
+    `ax.child_axes`), labelled with its metric.
     scale: {metric: (vmin, vmax)}; a None limit (or a missing metric) uses the data's finite
     min / max. Pass `shared_scale(r1, r2, ...)` so several figures share one colour scale.
     line: draw the straight segment between the start and the end anchors, dashed.
-    NaN / inf values are masked (left blank), never raised on.
+    title / model: see `figure_title`. off_plane_tol: see `off_plane_note`; the note is the
+    title of the legend (curve solid, line dashed). NaN / inf values are masked (left blank).
     """
     x, y = np.asarray(result.x, dtype=float), np.asarray(result.y, dtype=float)
     anchors = np.asarray(result.anchors, dtype=float).reshape(-1, 2)
-    names = list(getattr(result, "anchor_names", None) or [])
+    names = [str(n) for n in getattr(result, "anchor_names", None) or []]
+    names += [f"anchor {k}" for k in range(len(names), len(anchors))]
+    ends = _endpoint_indices(names, len(anchors))
     curve_xy = getattr(result, "curve_xy", None)
-    fig, axes = _figure(len(metrics))
+    curve_xy = np.asarray(curve_xy if curve_xy is not None else [], dtype=float).reshape(-1, 2)
+    note = off_plane_note(result, off_plane_tol)
+    fig, axes = _plane_figure(len(metrics), x, y, note is not None)
+    # Data units per point of the drawn panels (about 260 pt wide, 360 pt at most tall).
+    pt = max(np.ptp(x) / 260, np.ptp(y) / 360) or 1.0
+    handles = []
     for ax, metric in zip(axes, metrics, strict=True):
         values = np.asarray(getattr(result, metric), dtype=float)
         if values.shape != (len(x), len(y)):
@@ -190,32 +323,86 @@ def plot_plane(
             norm = colors.BoundaryNorm(lv, 256, extend=extend)
             filled = ax.contourf(x, y, z, levels=lv, cmap=cmap, norm=norm, extend=extend, zorder=0)
             ax.contour(x, y, z, levels=lv, colors="black", linewidths=0.5, alpha=0.5, zorder=1)
-            cbar = fig.colorbar(filled, ax=ax, format="%.3g", shrink=0.9)
+            # The bar is an inset in the panel's own axes coordinates: exactly as tall as the
+            # equal-aspect panel, and constrained layout keeps it and its label clear of the next.
+            cax = ax.inset_axes([1.04, 0.0, 0.05, 1.0], label="<colorbar>")
+            cbar = fig.colorbar(filled, cax=cax, format="%.3g")
             cbar.set_label(metric_label(metric))
         else:
             ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center")
-        if curve_xy is not None and len(curve_xy):
-            cxy = np.asarray(curve_xy, dtype=float)
-            ax.plot(cxy[:, 0], cxy[:, 1], color="black", linewidth=2.0, zorder=3, label="curve")
+        handles = []
+        if len(curve_xy):
+            handles += ax.plot(*curve_xy.T, color="black", linewidth=2.0, zorder=3, label="curve")
         if line and len(anchors) >= 2:
-            s, e = _endpoint_indices(names, len(anchors))
-            segment = anchors[[s, e]]
-            ax.plot(
+            segment = anchors[list(ends)]
+            handles += ax.plot(
                 *segment.T, color="black", linestyle="--", linewidth=1.3, zorder=2, label="line"
             )
-        _draw_anchors(ax, anchors, names)
+        _draw_anchors(ax, anchors, names, ends, pt)
         ax.set_xlim(x[0], x[-1])
         ax.set_ylim(y[0], y[-1])
         ax.set_aspect("equal")
-        ax.set_title(metric_label(metric))
-        ax.set_xlabel("plane x")
-        ax.set_ylabel("plane y")
-    if title:
-        fig.suptitle(title)
+        ax.set_title(metric_label(metric).replace(" (%)", ""))
+        xlabel, ylabel = _axis_labels(anchors, names, ends)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    if handles:
+        legend = fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+        if note:  # the note is about the curve the legend names: its title, above the entries
+            legend.set_title(note, prop={"size": 9, "style": "italic"})
+    elif note:
+        fig.supxlabel(note, fontsize=9, style="italic")
+    _suptitle(fig, result, title, model)
     return fig
 
 
 # ---------------------------------------------------------------------------------- path
+
+
+ZOOM_BELOW = 0.15  # zoom on the curve when its range is under this share of the panel's
+
+# Candidate places of the zoom inset, in axes fractions (x0, y0, width, height), best first.
+_INSET_BOXES = (
+    (0.33, 0.3, 0.4, 0.38),
+    (0.33, 0.18, 0.38, 0.34),
+    (0.33, 0.52, 0.4, 0.38),
+    (0.14, 0.52, 0.36, 0.38),
+    (0.6, 0.52, 0.36, 0.38),
+    (0.36, 0.14, 0.3, 0.28),
+)
+
+
+def _zoom_on_curve(ax: Any, drawn: list[tuple[np.ndarray, np.ndarray]]) -> Any | None:
+    """An inset with the curve alone on its own scale, when the line squashes it: the curve
+    spans under `ZOOM_BELOW` of the panel's range (a line at 90 % error, a curve near 3 %).
+    drawn: (ts, values) of the curve, then the line. The inset goes where the fewest points
+    of either series lie. Returns it, or None."""
+    ts, curve = drawn[0]
+    values = _finite(curve)
+    every = np.concatenate([_finite(v) for _, v in drawn])
+    spread, total = np.ptp(values) if values.size else 0.0, np.ptp(every) if every.size else 0.0
+    if len(drawn) < 2 or not spread > 0 or spread >= ZOOM_BELOW * total:
+        return None
+    lo, hi = ax.get_ylim()
+    dense = np.linspace(0, 1, 200)
+    points = [
+        (dense, (np.interp(dense, t, np.nan_to_num(v, nan=lo)) - lo) / (hi - lo)) for t, v in drawn
+    ]
+
+    def crowd(box: tuple[float, ...]) -> int:  # points under the box, its ticks and title
+        x0, y0, w, h = box
+        x0, y0, x1, y1 = x0 - 0.1, y0 - 0.09, x0 + w + 0.02, y0 + h + 0.09
+        return sum(int(np.sum((px > x0) & (px < x1) & (py > y0) & (py < y1))) for px, py in points)
+
+    inset = ax.inset_axes(min(_INSET_BOXES, key=crowd))
+    inset.plot(ts, curve, "-", color="C0", marker=".", ms=3)
+    pad = 0.15 * spread
+    inset.set_ylim(values.min() - pad, values.max() + pad)
+    inset.set_xlim(0, 1)
+    inset.set_title("curve, zoomed", fontsize=8, pad=2)
+    inset.tick_params(labelsize=7)
+    inset.grid(alpha=0.3)
+    return inset
 
 
 def plot_path(
@@ -224,31 +411,37 @@ def plot_path(
     *,
     metrics: Sequence[str] = PLANE_METRICS,
     title: str | None = None,
+    model: str | None = None,
 ) -> Figure:
     """Metrics vs t along the curve (solid) and, if given, along the straight line (dashed).
 
     curve_result / line_result: ts (T,) and each metric (T,). One panel per metric; losses and
-    NLLs on a log axis (when all positive), errors linear.
+    NLLs on a log axis (when all positive), errors linear, with an inset zoomed on the curve
+    when the line squashes it (its range under ZOOM_BELOW of the panel's: `ax.child_axes`).
+    title / model: see `figure_title`; the data set is read from curve_result.meta.
     """
     fig, axes = _figure(len(metrics))
+    handles: list = []
     for ax, metric in zip(axes, metrics, strict=True):
         series = [(curve_result, "curve", "-", "C0"), (line_result, "line", "--", "C3")]
-        drawn = []
+        drawn, handles = [], []
         for res, label, style, colour in series:
             if res is None:
                 continue
             values = np.asarray(getattr(res, metric), dtype=float)
-            ax.plot(res.ts, values, style, color=colour, marker=".", ms=4, label=label)
-            drawn.append(values)
-        if ("loss" in metric or "nll" in metric) and _log_axis_ok(*drawn):
-            ax.set_yscale("log")
+            ts = np.asarray(res.ts, dtype=float)
+            handles += ax.plot(ts, values, style, color=colour, marker=".", ms=4, label=label)
+            drawn.append((ts, values))
         ax.set_xlabel("t")
         ax.set_ylabel(metric_label(metric))
         ax.set_xlim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend()
-    if title:
-        fig.suptitle(title)
+        if ("loss" in metric or "nll" in metric) and _log_axis_ok(*(v for _, v in drawn)):
+            _log_y(ax)
+        else:
+            _zoom_on_curve(ax, drawn)
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+    _suptitle(fig, curve_result, title, model)
     return fig
 
 
@@ -280,7 +473,9 @@ def _series(ax: Any, result: Any, ts: np.ndarray, specs: Sequence[tuple[str, ...
     return drawn
 
 
-def plot_ensembles(result: Any, *, error_scale: str = "auto", title: str | None = None) -> Figure:
+def plot_ensembles(
+    result: Any, *, error_scale: str = "auto", title: str | None = None, model: str | None = None
+) -> Figure:
     """Ensembles along the curve: test error vs t (left), diversity vs t (right).
 
     result: ts (T,); member_error, ensemble_error, disagreement, kl (T,) and their `line_`
@@ -289,6 +484,7 @@ def plot_ensembles(result: Any, *, error_scale: str = "auto", title: str | None 
     second panel, KL(w1 || phi(t)) on a twin right axis, so the figure has three axes.
     error_scale: "linear", "log", or "auto": log when all errors are > 0 and span more than a
     factor 5 (the line's middle points near chance would squash the few-% ensembles).
+    title / model: see `figure_title`.
     """
     if error_scale not in ("auto", "linear", "log"):
         raise ValueError(f"error_scale must be 'auto', 'linear' or 'log', got {error_scale!r}")
@@ -303,10 +499,7 @@ def plot_ensembles(result: Any, *, error_scale: str = "auto", title: str | None 
     if error_scale == "log" or (
         error_scale == "auto" and positive and values.max() > 5 * values.min()
     ):
-        err_ax.set_yscale("log")
-        err_ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-        err_ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-        err_ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        _log_y(err_ax)
     err_ax.set(xlabel="t", ylabel="test error (%)", title="test error")
     err_ax.legend(fontsize=8)
 
@@ -321,17 +514,18 @@ def plot_ensembles(result: Any, *, error_scale: str = "auto", title: str | None 
     for ax in (err_ax, div_ax):
         ax.set_xlim(ts.min(), ts.max())
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
+    _suptitle(fig, result, title, model)
     return fig
 
 
-def plot_fge(result: Any, *, title: str | None = None) -> Figure:
-    """Fast geometric ensembling: test error (left) and NLL (right) vs number of snapshots.
+def plot_fge(result: Any, *, title: str | None = None, model: str | None = None) -> Figure:
+    """Fast geometric ensembling: test error (left) and NLL (right) vs snapshot k.
 
     result: snapshot_epochs (S,); member_error, member_nll, ensemble_error, ensemble_nll (S,),
     entry k for snapshot k alone and for the ensemble of snapshots 1..k; start_error and
-    start_nll (the network FGE started from) as horizontal lines.
+    start_nll (the network FGE started from) as horizontal lines. The x-axis is k, which is
+    the snapshot for one series and the ensemble size for the other: the legend says which;
+    the top axis gives the FGE epoch snapshot k was taken at. title / model: see `figure_title`.
     """
     count = np.arange(1, len(np.asarray(result.snapshot_epochs)) + 1)
     fig, axes = _figure(2)
@@ -341,14 +535,14 @@ def plot_fge(result: Any, *, title: str | None = None) -> Figure:
             np.asarray(getattr(result, f"member_{kind}"), dtype=float),
             "o--",
             color="C0",
-            label="snapshot alone",
+            label="snapshot k alone",
         )
         ax.plot(
             count,
             np.asarray(getattr(result, f"ensemble_{kind}"), dtype=float),
             "o-",
             color="C1",
-            label="FGE ensemble",
+            label="ensemble of snapshots 1..k",
         )
         ax.axhline(
             float(getattr(result, f"start_{kind}")),
@@ -356,13 +550,15 @@ def plot_fge(result: Any, *, title: str | None = None) -> Figure:
             linestyle=":",
             label="start network",
         )
-        ax.set_xlabel("number of snapshots")
+        ax.set_xlabel("snapshot k")
         ax.set_ylabel(metric_label(f"test_{kind}"))
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_xticks(count)
+        epochs = ax.secondary_xaxis("top")
+        epochs.set_xticks(count, labels=[f"{e:g}" for e in np.asarray(result.snapshot_epochs)])
+        epochs.set_xlabel("FGE epoch of snapshot k")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
+    _suptitle(fig, result, title, model)
     return fig
 
 

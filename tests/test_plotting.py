@@ -8,10 +8,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from modeconn.plotting import (  # noqa: E402
+    figure_title,
     log_levels,
+    metric_label,
+    off_plane_note,
     plot_ensembles,
     plot_fge,
     plot_path,
@@ -79,8 +83,65 @@ def fake_ensembles() -> SimpleNamespace:
     )
 
 
+def fake_fge() -> SimpleNamespace:
+    return SimpleNamespace(
+        snapshot_epochs=np.array([2, 4, 6]),
+        member_error=np.array([5, 6, 5]),
+        member_nll=np.ones(3),
+        ensemble_error=np.array([5, 4, 3.5]),
+        ensemble_nll=np.ones(3) * 0.8,
+        start_error=5.5,
+        start_nll=1.1,
+        meta={"dataset": "digits"},
+    )
+
+
 def main_axes(fig: Figure) -> list:
     return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
+def colorbars(ax) -> list:
+    return [child for child in ax.child_axes if child.get_label() == "<colorbar>"]
+
+
+def drawn(fig: Figure):
+    """The figure drawn by Agg (layout and aspect applied) and its renderer."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def visible_texts(fig: Figure) -> list:
+    """Every piece of text a reader sees: tick labels in view, axis labels, titles, anchor
+    names, legends and the suptitle, over panels, colour bars and insets."""
+    texts = [fig._suptitle, fig._supxlabel]
+    for legend in fig.legends:
+        texts += [legend.get_title(), *legend.get_texts()]
+    stack = list(fig.axes)
+    while stack:
+        ax = stack.pop()
+        stack += ax.child_axes
+        texts += [ax.title, ax._left_title, ax._right_title, *ax.texts]
+        if ax.get_legend():
+            texts += [ax.get_legend().get_title(), *ax.get_legend().get_texts()]
+        for axis in (ax.xaxis, ax.yaxis):
+            texts.append(axis.label)
+            lo, hi = sorted(axis.get_view_interval())
+            for minor in (False, True):
+                locs, labels = axis.get_ticklocs(minor=minor), axis.get_ticklabels(minor=minor)
+                texts += [t for loc, t in zip(locs, labels, strict=False) if lo <= loc <= hi]
+    return [t for t in texts if t is not None and t.get_visible() and t.get_text().strip()]
+
+
+def overlapping_texts(fig: Figure) -> list[tuple[str, str]]:
+    renderer = drawn(fig)
+    boxes = [(t.get_text(), t.get_window_extent(renderer).padded(-1)) for t in visible_texts(fig)]
+    return [
+        (a, b)
+        for i, (a, box_a) in enumerate(boxes)
+        for b, box_b in boxes[i + 1 :]
+        if box_a.overlaps(box_b)
+    ]
 
 
 def marker_points(ax) -> set[tuple[float, float]]:
@@ -100,7 +161,118 @@ def _close_figures():
 def test_plot_plane_has_one_panel_and_one_colorbar_per_metric():
     fig = plot_plane(fake_plane(), metrics=("train_loss", "test_error", "test_nll"))
     assert isinstance(fig, Figure)
-    assert (len(main_axes(fig)), len(fig.axes)) == (3, 6)
+    assert [len(colorbars(ax)) for ax in main_axes(fig)] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("grid", [(9, 7), (21, 5), (5, 21)])
+def test_plot_plane_colorbars_are_exactly_as_tall_as_their_panels(grid):
+    plane = fake_plane(gx=grid[0], gy=grid[1])
+    plane.y = plane.y * grid[1] / grid[0]  # wide and tall planes: the equal aspect shrinks a side
+    fig = plot_plane(plane, metrics=("train_loss", "test_error", "test_nll"))
+    drawn(fig)
+    for ax in main_axes(fig):
+        panel, bar = ax.get_position(), colorbars(ax)[0].get_position()
+        np.testing.assert_allclose([bar.y0, bar.height], [panel.y0, panel.height], atol=1e-9)
+        assert panel.x1 < bar.x0
+
+
+def test_plot_plane_labels_each_colorbar_with_its_own_metric():
+    metrics = ("train_loss", "test_error", "test_nll")
+    fig = plot_plane(fake_plane(), metrics=metrics)
+    labels = [colorbars(ax)[0].get_ylabel() for ax in main_axes(fig)]
+    assert labels == [metric_label(m) for m in metrics]
+
+
+def test_plot_plane_colorbar_labels_stay_between_their_bar_and_the_next_panel():
+    fig = plot_plane(fake_plane(), metrics=("train_loss", "test_error", "test_nll"))
+    renderer = drawn(fig)
+    panels = main_axes(fig)
+    for ax, right in zip(panels, [*panels[1:], None], strict=True):
+        bar = colorbars(ax)[0]
+        label = bar.yaxis.label.get_window_extent(renderer)
+        assert label.x0 > bar.get_window_extent(renderer).x1
+        if right is not None:
+            assert label.x1 < right.get_tightbbox(renderer).x0
+
+
+@pytest.mark.parametrize("orientation", ["paper", "bend on x"])
+def test_plot_plane_has_no_overlapping_text(orientation):
+    plane = fake_plane()
+    if orientation == "bend on x":  # the old convention: start, bend on the x-axis, end above
+        plane.anchors = np.array([[0.0, 0.0], [0.4, 0.8], [1.0, 0.0]])
+    plane.curve_distance = np.full(11, 0.3)  # the note under the legend must not collide either
+    plane.meta = {"dataset": "digits"}
+    fig = plot_plane(plane, metrics=("train_loss", "test_error", "test_nll"), model="convfc")
+    assert overlapping_texts(fig) == []
+
+
+def test_plot_plane_legend_names_the_solid_curve_and_the_dashed_line():
+    (legend,) = plot_plane(fake_plane()).legends
+    styles = {
+        t.get_text(): h.get_linestyle()
+        for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)
+    }
+    assert styles == {"curve": "-", "line": "--"}
+
+
+def test_plot_plane_legend_has_no_line_entry_without_the_line():
+    (legend,) = plot_plane(fake_plane(), line=False).legends
+    assert [t.get_text() for t in legend.get_texts()] == ["curve"]
+
+
+def test_plot_plane_labels_x_along_the_anchor_on_the_x_axis():
+    paper = main_axes(plot_plane(fake_plane()))[0]
+    plane = fake_plane()
+    plane.anchors = np.array([[0.0, 0.0], [0.4, 0.8], [1.0, 0.0]])  # the bend on the x-axis
+    rotated = main_axes(plot_plane(plane))[0]
+    assert [paper.get_xlabel(), rotated.get_xlabel()] == [
+        "x: along end − start",
+        "x: along bend 1 − start",
+    ]
+
+
+def test_plot_plane_labels_y_with_the_side_of_the_third_anchor():
+    ax = main_axes(plot_plane(fake_plane()))[0]
+    assert ax.get_ylabel() == "y: ⊥ x, bend 1 at y > 0"
+
+
+def test_plot_plane_puts_anchor_names_away_from_each_other():
+    fig = plot_plane(fake_plane())
+    renderer = drawn(fig)
+    names = [t for t in main_axes(fig)[0].texts if t.get_text() in NAMES]
+    boxes = [t.get_window_extent(renderer) for t in names]
+    assert len(boxes) == 3
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def legend_title(fig: Figure) -> str:
+    return fig.legends[0].get_title().get_text() if fig.legends else ""
+
+
+def test_plot_plane_notes_a_curve_off_the_plane_with_its_distance():
+    plane = fake_plane()
+    plane.curve_distance = 0.32 * np.sin(np.linspace(0, np.pi, 11))  # |end - start| = 1
+    note = legend_title(plot_plane(plane))
+    assert "leaves the plane by up to 0.32 (32 % of |end − start|)" in note
+
+
+def test_plot_plane_has_no_note_for_a_curve_in_the_plane():
+    plane = fake_plane()
+    plane.curve_distance = np.full(11, 1e-7)  # rounding of a float32 projection
+    assert legend_title(plot_plane(plane)) == ""
+
+
+def test_off_plane_note_counts_control_points_off_the_plane():
+    plane = fake_plane()  # the curve's sampled points in the plane, a second bend 0.5 off it
+    plane.anchor_distance = np.array([0.0, 0.0, 0.0, 0.5])
+    assert "up to 0.5 (50 %" in off_plane_note(plane)
+
+
+def test_off_plane_note_is_relative_to_the_distance_between_the_endpoints():
+    plane = fake_plane()
+    plane.anchors = plane.anchors * 1000.0
+    plane.curve_distance = np.full(11, 0.5)  # 0.05 % of |end - start| = 1000: in the plane
+    assert off_plane_note(plane) is None
 
 
 def test_plot_plane_marks_every_anchor_in_every_panel():
@@ -148,7 +320,7 @@ def test_plot_plane_rejects_transposed_values():
 
 def test_plot_plane_uses_the_given_scale_for_colour_levels():
     fig = plot_plane(fake_plane(), scale={"train_loss": (0.0, 10.0)}, levels=5)
-    cbar_ax = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"][0]
+    cbar_ax = colorbars(main_axes(fig)[0])[0]
     np.testing.assert_allclose(cbar_ax._colorbar.mappable.levels, log_levels(0.0, 10.0, 5))
 
 
@@ -176,6 +348,59 @@ def test_shared_scale_gives_min_and_max_over_all_results():
 def test_shared_scale_clip_caps_the_maximum():
     scale = shared_scale(fake_plane(), metrics=("train_loss",), clip={"train_loss": 0.1})
     assert scale["train_loss"][1] == 0.1
+
+
+def barrier_path(top: float) -> SimpleNamespace:
+    """A path whose test error rises from 3 % to `top` % in the middle."""
+    ts = np.linspace(0, 1, 21)
+    bump = np.sin(np.pi * ts)
+    error = 3 + (top - 3) * bump + 0.1 * np.cos(5 * ts)
+    return SimpleNamespace(
+        ts=ts,
+        train_loss=0.1 + bump,
+        test_error=error,
+        meta={"dataset": "digits"},
+    )
+
+
+def test_plot_path_zooms_on_a_curve_near_3_percent_when_the_line_reaches_90():
+    ax = main_axes(plot_path(barrier_path(3.6), barrier_path(90.0)))[1]
+    (inset,) = ax.child_axes
+    lo, hi = inset.get_ylim()
+    curve = barrier_path(3.6).test_error
+    assert lo <= curve.min() and curve.max() <= hi and hi - lo < 2 * np.ptp(curve)
+
+
+def test_plot_path_zooms_when_line_and_curve_are_sampled_at_different_t():
+    line = barrier_path(90.0)
+    line.ts, line.test_error, line.train_loss = (
+        line.ts[::4],
+        line.test_error[::4],
+        line.train_loss[::4],
+    )
+    ax = main_axes(plot_path(barrier_path(3.6), line))[1]
+    assert len(ax.child_axes) == 1
+
+
+def test_plot_path_draws_no_inset_when_the_curve_fills_its_panel():
+    ax = main_axes(plot_path(barrier_path(20.0), barrier_path(90.0)))[1]
+    assert ax.child_axes == []
+
+
+def test_plot_path_inset_avoids_the_data_and_other_text():
+    fig = plot_path(barrier_path(3.6), barrier_path(90.0), model="convfc")
+    (inset,) = main_axes(fig)[1].child_axes
+    box = inset.get_position()
+    renderer = drawn(fig)
+    x0, y0, x1, y1 = (
+        main_axes(fig)[1].transAxes.inverted().transform(inset.get_tightbbox(renderer)).ravel()
+    )
+    ts = np.linspace(0, 1, 21)
+    lo, hi = main_axes(fig)[1].get_ylim()
+    for series in (barrier_path(3.6), barrier_path(90.0)):
+        py = (series.test_error - lo) / (hi - lo)
+        assert not np.any((ts > x0) & (ts < x1) & (py > y0) & (py < y1)), box
+    assert overlapping_texts(fig) == []
 
 
 def test_plot_path_has_one_panel_per_metric_with_log_loss_axis():
@@ -223,19 +448,63 @@ def test_plot_ensembles_without_line_results_draws_curve_only():
     assert not [label for label in labels if "line" in label]
 
 
-def test_plot_fge_plots_against_number_of_snapshots():
-    result = SimpleNamespace(
-        snapshot_epochs=np.array([2, 4, 6]),
-        member_error=np.array([5, 6, 5]),
-        member_nll=np.ones(3),
-        ensemble_error=np.array([5, 4, 3.5]),
-        ensemble_nll=np.ones(3) * 0.8,
-        start_error=5.5,
-        start_nll=1.1,
-    )
-    fig = plot_fge(result)
+def test_plot_fge_plots_against_snapshot_index():
+    fig = plot_fge(fake_fge())
     assert len(fig.axes) == 2
     np.testing.assert_array_equal(fig.axes[0].get_lines()[1].get_xdata(), [1, 2, 3])
+
+
+def test_plot_fge_x_label_is_true_for_the_snapshot_and_the_ensemble():
+    ax = plot_fge(fake_fge()).axes[0]
+    labels = [ln.get_label() for ln in ax.get_lines()[:2]]
+    # x = k is the k-th snapshot for one series and the ensemble size for the other: the axis
+    # names k, the legend says what each series does with it (no "number of snapshots")
+    assert (ax.get_xlabel(), labels) == (
+        "snapshot k",
+        ["snapshot k alone", "ensemble of snapshots 1..k"],
+    )
+
+
+def test_plot_fge_top_axis_gives_the_epoch_of_each_snapshot():
+    (top,) = plot_fge(fake_fge()).axes[0].child_axes
+    assert [t.get_text() for t in top.get_xticklabels()] == ["2", "4", "6"]
+
+
+def test_plot_fge_has_no_overlapping_text():
+    assert overlapping_texts(plot_fge(fake_fge(), model="convfc")) == []
+
+
+def fake_meta(result, dataset="digits"):
+    result.meta = {"dataset": dataset}
+    return result
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: plot_plane(fake_meta(fake_plane()), model="convfc"),
+        lambda: plot_path(fake_meta(fake_path(1.0)), fake_path(0.1), model="convfc"),
+        lambda: plot_ensembles(fake_meta(fake_ensembles()), model="convfc"),
+        lambda: plot_fge(fake_meta(fake_fge()), model="convfc"),
+    ],
+    ids=["plane", "path", "ensembles", "fge"],
+)
+def test_every_figure_is_titled_with_model_and_data_set(make):
+    assert make()._suptitle.get_text() == "convfc on digits"
+
+
+def test_figure_title_falls_back_to_the_data_set_alone():
+    assert figure_title(fake_meta(fake_path(1.0), "cifar10")) == "cifar10"
+
+
+def test_figure_title_prefixes_a_caption_that_lacks_the_data_set():
+    result = fake_meta(fake_path(1.0))
+    assert figure_title(result, "curve vs line", "vgg16") == "vgg16 on digits: curve vs line"
+
+
+def test_figure_title_keeps_a_caption_that_names_the_data_set():
+    caption = "ConvFC on digits: plane through w1, w2 and the bend"
+    assert figure_title(fake_meta(fake_plane()), caption) == caption
 
 
 def test_save_figure_without_suffix_writes_png_and_pdf(tmp_path):

@@ -7,13 +7,20 @@ import hydra
 from omegaconf import DictConfig
 
 from modeconn.apps.common import CONFIG_PATH, load_curve_and_data, log, out_dir, run_app
+from modeconn.apps.outputs import guard_result, job_meta
 from modeconn.ensembles import EnsembleResult, ensembles_along_curve
 from modeconn.plotting import plot_ensembles, save_figure
+from modeconn.weights import fingerprint
 
 
 def run(cfg: DictConfig) -> EnsembleResult:
     curve, data, _ = load_curve_and_data(cfg)
     out = out_dir(cfg, cfg.curve_ckpt)
+    job = {
+        "curve": fingerprint(curve.endpoints, curve.bends),
+        **{k: cfg.get(k) for k in ("points", "line", "bn_samples", "autocast")},
+    }
+    guard_result(out / "ensembles", job, cfg.get("overwrite", False))
     result = ensembles_along_curve(
         curve,
         data,
@@ -25,7 +32,7 @@ def run(cfg: DictConfig) -> EnsembleResult:
         autocast=cfg.get("autocast"),
         compile=cfg.get("compile", False),
     )
-    result.save(out / "ensembles")
+    job_meta(result, job).save(out / "ensembles")
     save_figure(plot_ensembles(result), out / "ensembles")
     log.info(
         "w1 alone %.2f %% test error; {w1, phi(0.5)} %.2f %%; {w1, w2} %.2f %%",

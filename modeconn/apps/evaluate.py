@@ -6,10 +6,20 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from modeconn.apps.common import CONFIG_PATH, curve_wd, load_curve_and_data, log, out_dir, run_app
+from modeconn.apps.common import (
+    CONFIG_PATH,
+    curve_wd,
+    load_curve_and_data,
+    log,
+    out_dir,
+    plain,
+    run_app,
+)
+from modeconn.apps.outputs import guard_result, job_meta
 from modeconn.curves import Line
 from modeconn.path import PathResult, diverged_note, evaluate_path
 from modeconn.plotting import plot_path, save_figure
+from modeconn.weights import fingerprint
 
 
 def run(cfg: DictConfig) -> dict[str, PathResult]:
@@ -24,18 +34,26 @@ def run(cfg: DictConfig) -> dict[str, PathResult]:
         autocast=cfg.get("autocast"),
         progress=cfg.progress,
     )
-    results = {
-        "curve": evaluate_path(curve, data, cfg.points, partial=out / "path_curve-partial", **kw)
-    }
+    paths = {"curve": curve}
     if cfg.line:
-        line = Line(
-            curve.model, curve.space.unflatten(curve.start), curve.space.unflatten(curve.end)
-        )
-        results["line"] = evaluate_path(
-            line, data, cfg.points, partial=out / "path_line-partial", **kw
-        )
+        start, end = (curve.space.unflatten(w) for w in (curve.start, curve.end))
+        paths["line"] = Line(curve.model, start, end)
+    jobs = {
+        name: {
+            "curve": fingerprint(path.endpoints, path.bends),
+            "points": plain(cfg.points),
+            **{k: kw[k] for k in ("wd", "bn_samples", "autocast")},
+        }
+        for name, path in paths.items()
+    }
+    for name, job in jobs.items():  # before any work: a refusal costs nothing
+        guard_result(out / f"path_{name}", job, cfg.get("overwrite", False))
+    results = {
+        name: evaluate_path(path, data, cfg.points, partial=out / f"path_{name}-partial", **kw)
+        for name, path in paths.items()
+    }
     for name, result in results.items():
-        result.save(out / f"path_{name}")
+        job_meta(result, jobs[name]).save(out / f"path_{name}")
         note = diverged_note(name, result.train_loss, [f"t={t:.3g}" for t in result.ts])
         if note:
             log.warning(note)

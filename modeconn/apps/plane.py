@@ -24,10 +24,12 @@ from modeconn.apps.common import (
     plain,
     run_app,
 )
+from modeconn.apps.outputs import guard_result, job_meta
 from modeconn.path import diverged_note
 from modeconn.plane import PlaneResult, evaluate_plane_through_curve
 from modeconn.plotting import plot_plane, save_figure
 from modeconn.store import PartialGrid, merge_partials
+from modeconn.weights import fingerprint
 
 
 def _pair(value):
@@ -81,6 +83,12 @@ def run(cfg: DictConfig) -> PlaneResult | None:
         progress=cfg.progress and rank == 0,
         save_every_s=cfg.save_every_s,
     )
+    job = {
+        "curve": fingerprint(curve.endpoints, curve.bends),
+        **{k: kw[k] for k in ("grid", "margin", "curve_points", "wd", "bn_samples", "autocast")},
+    }
+    if rank == 0:
+        guard_result(out / "plane", job, cfg.get("overwrite", False))
     if shard is not None:
         k, n = shard
         evaluate_plane_through_curve(
@@ -101,7 +109,7 @@ def run(cfg: DictConfig) -> PlaneResult | None:
         gx, gy = (kw["grid"], kw["grid"]) if isinstance(kw["grid"], int) else kw["grid"]
         _merge(out, cfg.num_shards, gx * gy)
     result = evaluate_plane_through_curve(curve, data, partial=out / "plane-partial", **kw)
-    result.save(out / "plane")
+    job_meta(result, job).save(out / "plane")
     where = [f"(x={x:.3g}, y={y:.3g})" for x in result.x for y in result.y]
     note = diverged_note("plane", result.train_loss, where)
     if note:

@@ -23,6 +23,7 @@ from modeconn.apps.common import (
     slug,
     train_config,
 )
+from modeconn.apps.outputs import args_tag, non_default_args
 from modeconn.evaluation import evaluate_point
 from modeconn.models import build_model
 from modeconn.training import train_endpoint
@@ -31,7 +32,11 @@ from modeconn.training import train_endpoint
 def endpoint_path(cfg: DictConfig) -> Path:
     if cfg.checkpoint:
         return Path(cfg.checkpoint)
-    return Path("checkpoints") / f"{cfg.dataset.name}-{slug(cfg.model.name)}-seed{cfg.seed}.pt"
+    # arguments other than the model's defaults are part of the name: another width is
+    # another run (a name that hid them made a rerun fail with a resume mismatch)
+    tag = args_tag(non_default_args(cfg.model.name, plain(cfg.model.get("args"))))
+    model = slug(cfg.model.name) + (f"-{tag}" if tag else "")
+    return Path("checkpoints") / f"{cfg.dataset.name}-{model}-seed{cfg.seed}.pt"
 
 
 def run(cfg: DictConfig) -> dict:
