@@ -206,7 +206,8 @@ class PlaneResult(SavedResult):
     Losses include 0.5 * wd * ||w||^2; errors are in percent. anchors (K, 2): coordinates of
     start, end and the bend(s), named by anchor_names. curve_xy (T, 2): projection of points
     phi(t) of a curve onto the plane, curve_distance (T,): their distance from it (both empty
-    when no curve was given).
+    when no curve was given). anchor_distance (K,): each anchor's distance from the plane (a
+    curve with several bends has control points off it; None in results saved before).
     """
 
     x: np.ndarray
@@ -221,12 +222,15 @@ class PlaneResult(SavedResult):
     anchor_names: list[str]
     curve_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     curve_distance: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    anchor_distance: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     result_kind: ClassVar[str] = "PlaneResult"
 
     def __post_init__(self) -> None:
         for f in fields(self):
+            if f.name == "anchor_distance" and self.anchor_distance is None:
+                continue  # results saved before the field existed
             if f.name not in ("meta", "anchor_names"):
                 setattr(self, f.name, np.asarray(getattr(self, f.name), dtype=np.float64))
         self.anchor_names = [str(n) for n in np.asarray(self.anchor_names).tolist()]
@@ -240,6 +244,8 @@ class PlaneResult(SavedResult):
             raise ValueError(f"{len(self.anchor_names)} anchor_names for {len(self.anchors)}")
         if self.curve_distance.shape != (len(self.curve_xy),):
             raise ValueError("curve_distance must have one entry per row of curve_xy")
+        if self.anchor_distance is not None and self.anchor_distance.shape != (len(self.anchors),):
+            raise ValueError("anchor_distance must have one entry per anchor")
         self.meta = plain_meta(self.meta)
 
     def summary(self) -> dict[str, dict[str, float]]:
@@ -273,14 +279,16 @@ def _axis(lo: float, hi: float, span: float, before: float, after: float, n: int
     return np.linspace(lo - before * span, hi + after * span, n)
 
 
-def _curve_anchors(plane: Plane, curve: Curve) -> tuple[np.ndarray, list[str]]:
-    """Plane coordinates of the curve's control points, ordered start, end, bends."""
+def _curve_anchors(plane: Plane, curve: Curve) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Plane coordinates of the curve's control points, ordered start, end, bends; their
+    names; their distances from the plane."""
     bends = [curve.bends[k].detach() for k in range(curve.num_bends)]
     points = [curve.start, curve.end, *bends]
     names = ["start", "end"] + (
         ["bend"] if len(bends) == 1 else [f"bend {k + 1}" for k in range(len(bends))]
     )
-    return np.array([plane.coords(p) for p in points]), names
+    distances = np.array([plane.distance(p) for p in points])
+    return np.array([plane.coords(p) for p in points]), names, distances
 
 
 def evaluate_plane(
@@ -336,9 +344,10 @@ def evaluate_plane(
     if curve is not None:
         if curve.space.size != plane.dim:
             raise ValueError(f"the curve has {curve.space.size} weights, the plane {plane.dim}")
-        anchors, names = _curve_anchors(plane, curve)
+        anchors, names, anchor_distance = _curve_anchors(plane, curve)
     elif plane.anchors is not None:
         anchors, names = plane.anchors, list(plane.anchor_names)
+        anchor_distance = np.zeros(len(anchors))  # the points that define the plane
     else:
         raise ValueError(
             "the plane has no anchors to span the grid over: build it with Plane.through(a, b, c)"
@@ -445,6 +454,7 @@ def evaluate_plane(
         anchor_names=names,
         curve_xy=curve_xy,
         curve_distance=curve_distance,
+        anchor_distance=anchor_distance,
         meta=meta,
     )
     if job is not None:

@@ -187,6 +187,11 @@ def test_curve_with_more_bends_than_the_plane_holds_leaves_it(data):
     assert result.anchor_names == ["start", "end", "bend 1", "bend 2", "bend 3"]
     assert result.curve_distance[[0, 4, 8]].max() < 1e-4  # start, middle bend, end
     assert result.curve_distance.max() > 1.0
+    # the control points' own distances: bends 1 and 3 lie off the plane, bend 2 defines it
+    dist = result.anchor_distance
+    assert dist[[0, 1, 3]].max() < 1e-4 and dist[[2, 4]].min() > 1.0
+    plane = Plane.through(chain.start, chain.end, chain.bends[1].detach())
+    assert dist[2] == pytest.approx(plane.distance(chain.bends[0].detach()), rel=1e-9)
 
 
 @pytest.mark.parametrize("grid", [1, -3, (2, 1), (3,), (2, 2, 2), 2.5, True])

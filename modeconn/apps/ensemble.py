@@ -14,7 +14,7 @@ from modeconn.weights import fingerprint
 
 
 def run(cfg: DictConfig) -> EnsembleResult:
-    curve, data, _ = load_curve_and_data(cfg)
+    curve, data, ckpt = load_curve_and_data(cfg)
     out = out_dir(cfg, cfg.curve_ckpt)
     job = {
         "curve": fingerprint(curve.endpoints, curve.bends),
@@ -33,7 +33,7 @@ def run(cfg: DictConfig) -> EnsembleResult:
         compile=cfg.get("compile", False),
     )
     job_meta(result, job).save(out / "ensembles")
-    save_figure(plot_ensembles(result), out / "ensembles")
+    save_figure(plot_ensembles(result, model=ckpt.meta.get("model")), out / "ensembles")
     log.info(
         "w1 alone %.2f %% test error; {w1, phi(0.5)} %.2f %%; {w1, w2} %.2f %%",
         result.start_error,

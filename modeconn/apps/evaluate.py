@@ -71,7 +71,8 @@ def run(cfg: DictConfig) -> dict[str, PathResult]:
             summary["test_error"]["min"],
             summary["test_error"]["max"],
         )
-    save_figure(plot_path(results["curve"], results.get("line")), out / "path")
+    figure = plot_path(results["curve"], results.get("line"), model=ckpt.meta.get("model"))
+    save_figure(figure, out / "path")
     log.info("results in %s", out)
     return results
 

@@ -114,7 +114,7 @@ def run(cfg: DictConfig) -> PlaneResult | None:
     note = diverged_note("plane", result.train_loss, where)
     if note:
         log.warning(note)
-    save_figure(plot_plane(result), out / "plane")
+    save_figure(plot_plane(result, model=ckpt.meta.get("model")), out / "plane")
     train_loss = result.summary()["train_loss"]
     log.info(
         "plane %dx%d: train loss %.4f-%.4f; curve leaves the plane by at most %.3g",
