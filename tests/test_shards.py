@@ -15,6 +15,7 @@ from modeconn.apps import connect, plane, train
 TINY = [
     "model.args.widths=[4,8,8]",
     "model.args.hidden=16",
+    "model.args.pool_padding=1",  # 8x8 digits
     "optim.epochs=1",
     "optim.batch_size=256",
     "progress=false",
@@ -120,6 +121,13 @@ def test_merge_refuses_shards_of_different_configurations(curve_file, tmp_path):
     shutil.copy(other / "plane-shard1of2.json", tmp_path)
     with pytest.raises(ValueError, match="different jobs; differing keys: x, y"):
         _plane(curve_file, tmp_path, "merge=true", "num_shards=2")
+
+
+def test_merge_with_another_grid_than_the_shards_names_the_grid(curve_file, tmp_path):
+    for k in (0, 1):
+        _plane(curve_file, tmp_path, f"shard={k}", "num_shards=2")
+    with pytest.raises(ValueError, match=r"another job \(grid: shards \[4, 3\], now \[5, 5\]\)"):
+        _plane(curve_file, tmp_path, "merge=true", "num_shards=2", "grid=5")
 
 
 def test_two_gloo_ranks_under_torchrun_equal_one_process(curve_file, single, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch.distributed as dist
 from omegaconf import DictConfig
 
@@ -28,7 +29,7 @@ from modeconn.apps.outputs import guard_result, job_meta
 from modeconn.path import diverged_note
 from modeconn.plane import PlaneResult, evaluate_plane_through_curve
 from modeconn.plotting import plot_plane, save_figure
-from modeconn.store import PartialGrid, merge_partials
+from modeconn.store import PartialGrid, load_result, merge_partials
 from modeconn.weights import fingerprint
 
 
@@ -49,12 +50,24 @@ def _shard(cfg: DictConfig) -> tuple[tuple[int, int] | None, int]:
     return ((cfg.shard, cfg.num_shards) if cfg.num_shards > 1 else None), 0
 
 
-def _merge(out: Path, num_shards: int, points: int) -> None:
-    """Join the shard files into plane-partial; refuse if any node is still missing."""
+def _merge(out: Path, num_shards: int, expected: dict) -> None:
+    """Join the shard files into plane-partial; refuse shards of another job than this
+    command's (naming the differing keys) and a merge with nodes still missing."""
     files = [out / f"plane-shard{k}of{num_shards}" for k in range(num_shards)]
     missing = [str(f) + ".npz" for f in files if not f.with_suffix(".npz").exists()]
     if missing:
         raise FileNotFoundError(f"cannot merge: shard files missing: {', '.join(missing)}")
+    stored = load_result(files[0])[1].get("config", {})
+    differing = sorted(k for k, v in expected.items() if stored.get(k) != v)
+    if differing:
+        details = "; ".join(
+            f"{k}: shards {stored.get(k)!r}, now {expected[k]!r}" for k in differing
+        )
+        raise ValueError(
+            f"cannot merge: the shards in '{out}' were computed for another job ({details}). "
+            "Merge with the settings the shards were run with, or rerun the shards"
+        )
+    points = int(np.prod(expected["grid"]))
     done = merge_partials(files, out / "plane-partial")
     if done < points:
         raise ValueError(
@@ -63,6 +76,12 @@ def _merge(out: Path, num_shards: int, points: int) -> None:
         )
     for f in files:
         PartialGrid.remove_files(f)
+
+
+def _merge_keys(kw: dict) -> dict:
+    """What a merge checks against the shards' own record before joining them."""
+    gx, gy = (kw["grid"], kw["grid"]) if isinstance(kw["grid"], int) else kw["grid"]
+    return {"grid": [gx, gy], "wd": kw["wd"], "bn_samples": kw["bn_samples"]}
 
 
 def run(cfg: DictConfig) -> PlaneResult | None:
@@ -99,15 +118,13 @@ def run(cfg: DictConfig) -> PlaneResult | None:
             return None
         dist.barrier()
         if rank == 0:
-            gx, gy = (kw["grid"], kw["grid"]) if isinstance(kw["grid"], int) else kw["grid"]
-            _merge(out, n, gx * gy)
+            _merge(out, n, _merge_keys(kw))
         dist.barrier()
         dist.destroy_process_group()
         if rank != 0:
             return None
     elif cfg.merge:
-        gx, gy = (kw["grid"], kw["grid"]) if isinstance(kw["grid"], int) else kw["grid"]
-        _merge(out, cfg.num_shards, gx * gy)
+        _merge(out, cfg.num_shards, _merge_keys(kw))
     result = evaluate_plane_through_curve(curve, data, partial=out / "plane-partial", **kw)
     job_meta(result, job).save(out / "plane")
     where = [f"(x={x:.3g}, y={y:.3g})" for x in result.x for y in result.y]
