@@ -30,7 +30,7 @@ from modeconn.models import build_model  # noqa: E402
 from modeconn.training import TrainConfig, train_endpoint  # noqa: E402
 
 NETWORKS = {
-    "digits ConvFC": dict(name="convfc"),
+    "digits ConvFC": dict(name="convfc", pool_padding=1),
     "digits PreResNet-8 (BatchNorm)": dict(name="preresnet", depth=8),
 }
 

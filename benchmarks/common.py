@@ -137,7 +137,7 @@ WORKLOADS = {
         scale=16.0,
         mean=torch.tensor([0.3]),
         std=torch.tensor([0.4]),
-        model=lambda: build_model("convfc", num_classes=10, input_shape=(1, 8, 8)),
+        model=lambda: build_model("convfc", num_classes=10, input_shape=(1, 8, 8), pool_padding=1),
     ),
     "CIFAR-shaped PreResNet-20": dict(
         points=4,

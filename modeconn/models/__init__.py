@@ -3,7 +3,7 @@
 Importing this package registers every model below in `MODELS`.
 """
 
-from modeconn.models import convfc, mlp, preresnet, vgg, wideresnet  # noqa: F401  (register)
+from modeconn.models import allconv, convfc, mlp, preresnet, vgg, wideresnet  # noqa: F401  (register)
 from modeconn.models.registry import MODELS, build_model, model_names, register_model
 
 __all__ = ["MODELS", "build_model", "model_names", "register_model"]
