@@ -184,8 +184,12 @@ def evaluate_points(
     bn_batch_size: int = 128,
     bn_exact: bool = True,
     autocast: str | torch.dtype | None = None,
+    eval_data=None,
 ) -> list[dict[str, Metrics]]:
     """`evaluate_point` for P weight points at once: one forward pass serves all P.
+
+    eval_data: a `Dataset` whose splits are evaluated instead of `data`'s (as in
+    `evaluate_point`); the statistics still come from `data`.
 
     weights_list: P name -> tensor dicts of the model's parameters (like evaluate_point's
         `weights`), all with the same names and shapes.
@@ -228,8 +232,9 @@ def evaluate_points(
         )
     state = {**params, **buffers}  # recomputed statistics replace any given in the weights
     out: list[dict[str, Metrics]] = [{} for _ in range(p)]
+    source = data if eval_data is None else eval_data
     for split in splits:
-        x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
+        x, y = getattr(source, f"{split}_x"), getattr(source, f"{split}_y")
         with precision(x.device, autocast):
             log_probs = _predict_stacked(model, state, x, batch_size)
         for k in range(p):

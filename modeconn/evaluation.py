@@ -21,6 +21,18 @@ from modeconn.execution import Runner, autocast_dtype, device_of, eval_plan, pre
 Batches = Tensor | Iterable[Tensor] | Iterable[tuple[Tensor, Tensor]]
 
 
+def check_bn_samples(value: int | None, name: str = "bn_samples") -> None:
+    """Refuse a sample count for the BatchNorm recompute other than an int >= 1 or None (all):
+    a negative one would silently drop samples from the end (`x[:-5]`)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not hasattr(value, "__index__") or value < 1:  # ints, np ints
+        raise ValueError(
+            f"{name} must be an int >= 1 (train samples for the BatchNorm statistics) "
+            f"or None (null on the command line) for all of them, got {value!r}"
+        )
+
+
 def _input_batches(data: Batches, batch_size: int, num_samples: int | None) -> Iterable[Tensor]:
     """Input tensors in batches, stopping after `num_samples` samples (None: all)."""
     if isinstance(data, Tensor):
@@ -143,6 +155,7 @@ def recompute_bn(
     `compile=True` runs the full-size batches through `torch.compile` (`compiled`);
     `autocast` runs the pass in lower precision (`precision`).
     """
+    check_bn_samples(num_samples, "num_samples")
     layers = batchnorm_layers(model)
     if not layers:
         return 0
@@ -263,6 +276,7 @@ def prepare_point(
     `bn_batch_size` is fixed (not tuned for speed) because the statistics of deeper layers
     depend on the batch statistics that normalise earlier ones in this pass.
     """
+    check_bn_samples(bn_samples)
     if weights is not None:
         weights = {k: v.detach() for k, v in weights.items()}
     plan = eval_plan(model, data.train_x, weights, autocast)
@@ -291,8 +305,12 @@ def evaluate_point(
     bn_exact: bool = True,
     compile: bool = False,
     autocast: str | torch.dtype | None = None,
+    eval_data=None,
 ) -> dict[str, Metrics]:
     """Recompute BatchNorm statistics on un-augmented train data, then evaluate each split.
+
+    `eval_data`: a `Dataset` whose splits are evaluated instead of `data`'s (an evaluation
+    subset, `modeconn.engine.subset`); the statistics still come from `data`.
 
     `data` is a `modeconn.data.Dataset`; `weights` a name->tensor dict (None: the model's own).
     `batch_size` of the evaluation passes: None picks the fastest (`eval_plan`).
@@ -315,8 +333,9 @@ def evaluate_point(
         autocast=autocast,
     )
     out = {}
+    source = data if eval_data is None else eval_data
     for split in splits:
-        x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
+        x, y = getattr(source, f"{split}_x"), getattr(source, f"{split}_y")
         plan = eval_plan(model, data.train_x, weights, autocast)
         out[split] = evaluate(
             model,

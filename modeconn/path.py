@@ -12,32 +12,25 @@ consecutive points give the arc length that weights the "integral over the curve
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import Tensor
-from tqdm.auto import tqdm
 
-from modeconn.batched import evaluate_points, resolve_points_per_pass
 from modeconn.curves import Curve, curve_args
-from modeconn.evaluation import Metrics, evaluate_point
-from modeconn.execution import autocast_name
-from modeconn.interrupt import grid_saved, save_on_interrupt
+from modeconn.engine import (
+    METRICS,
+    EvalSettings,
+    evaluate_grid,
+    finite_stats,
+    resolve_settings,
+)
 from modeconn.store import PartialGrid, SavedResult, plain_meta
 from modeconn.weights import WeightSpace, fingerprint
-
-log = logging.getLogger("modeconn")
-
-METRICS = ("train_loss", "train_nll", "train_error", "test_loss", "test_nll", "test_error")
-
 
 # Barrier definitions in use (both on the same sampled profile L(t)):
 BARRIERS = {
@@ -164,80 +157,6 @@ class PathResult(SavedResult):
         return {m: {d: self.barrier(m, d) for d in BARRIERS} for m in BARRIER_METRICS}
 
 
-def finite_stats(values: np.ndarray) -> dict[str, float]:
-    """min, max and mean of the finite entries (NaN when there are none), and the number of
-    NaN or inf entries as `non_finite`."""
-    values = np.asarray(values, dtype=np.float64)
-    finite = values[np.isfinite(values)]
-    stats = {"min": np.nan, "max": np.nan, "mean": np.nan}
-    if finite.size:
-        stats = {"min": finite.min(), "max": finite.max(), "mean": finite.mean()}
-    return {**{k: float(v) for k, v in stats.items()}, "non_finite": int(values.size - finite.size)}
-
-
-def diverged_note(what: str, values: np.ndarray, where: list[str]) -> str | None:
-    """A one-line report of the non-finite entries of `values` (None when all are finite);
-    `where[k]` names the position of flat entry k (e.g. 't=0.45')."""
-    bad = np.flatnonzero(~np.isfinite(np.asarray(values, dtype=np.float64)))
-    if not bad.size:
-        return None
-    places = ", ".join(where[k] for k in bad[:5]) + (", ..." if bad.size > 5 else "")
-    return (
-        f"{what}: {bad.size} of {np.size(values)} points have a NaN or inf train loss "
-        f"(diverged; recorded as such): {places}"
-    )
-
-
-def node_metrics(point: Tensor, res: Mapping[str, Metrics], wd: float) -> dict[str, float]:
-    """The six METRICS of a flat weight point (D,) from its train and test `Metrics`:
-    nll, error and loss = nll + 0.5 * wd * ||point||^2 per split."""
-    l2 = 0.5 * wd * WeightSpace.dot(point, point).item() if wd else 0.0
-    node = {}
-    for split in ("train", "test"):
-        node[f"{split}_nll"] = res[split].nll
-        node[f"{split}_error"] = res[split].error
-        node[f"{split}_loss"] = res[split].nll + l2
-    return node
-
-
-def point_metrics(model, space: WeightSpace, point, data, wd: float, **engine) -> dict[str, float]:
-    """The six METRICS of one flat weight point (loss = nll + 0.5 * wd * ||point||^2);
-    `engine`: evaluate_point's options (bn_samples, batch_size, compile, autocast)."""
-    return node_metrics(point, evaluate_point(model, space.unflatten(point), data, **engine), wd)
-
-
-def points_metrics(
-    model,
-    space: WeightSpace,
-    points: Sequence[Tensor],
-    data,
-    wd: float,
-    points_per_pass: int = 1,
-    *,
-    compile: bool = False,
-    **engine,
-) -> list[dict[str, float]]:
-    """`point_metrics` of each flat point (D,): one at a time if points_per_pass is 1 (through
-    `torch.compile` if `compile`), else all of them in one vmap'd pass (`evaluate_points`;
-    len(points) <= points_per_pass). `engine`: bn_samples, batch_size, autocast."""
-    if points_per_pass == 1:
-        return [point_metrics(model, space, p, data, wd, compile=compile, **engine) for p in points]
-    results = evaluate_points(model, [space.unflatten(p) for p in points], data, **engine)
-    return [node_metrics(p, res, wd) for p, res in zip(points, results, strict=True)]
-
-
-def engine_config(bn_samples: int | None, autocast) -> dict:
-    """The engine options that change results, as a partial file's config records them
-    (autocast only when set, so files written before the option existed still resume)."""
-    name = autocast_name(autocast)
-    return {"bn_samples": bn_samples, **({"autocast": name} if name else {})}
-
-
-def points_done(job: PartialGrid) -> tuple[int, int]:
-    """(points done, points in all) of a partial file."""
-    return int(job.done.sum()), job.done.size
-
-
 def _as_ts(ts: int | Sequence[float]) -> np.ndarray:
     if isinstance(ts, (int, np.integer)) and not isinstance(ts, bool):
         if ts < 2:
@@ -257,110 +176,61 @@ def evaluate_path(
     ts: int | Sequence[float] = 61,
     *,
     wd: float = 5e-4,
-    bn_samples: int | None = None,
-    batch_size: int | None = None,
+    settings: EvalSettings | None = None,
     progress: bool = True,
     partial: str | Path | None = None,
     save_every_s: float = 30.0,
-    points_per_pass: int | str = "auto",
-    compile: bool = False,
-    autocast: str | None = None,
-) -> PathResult:
+    shard: tuple[int, int] | None = None,
+    **engine: Any,
+) -> PathResult | None:
     """Train/test loss, nll and error (%) at each t along `curve` (any `Curve`, a `Line` too).
 
     ts: number of equally spaced points on [0, 1] (endpoints included), or the t values.
     wd: weight decay of the reported loss, nll + 0.5 * wd * ||phi(t)||^2 (5e-4 as in the paper;
         0 reports the nll).
-    bn_samples: train samples used to recompute BatchNorm statistics at each t (None: all).
-    Diverged points (NaN or inf losses) are recorded as they are.
-    partial: a file (without suffix) where finished points are saved atomically at most every
-    `save_every_s` seconds; a rerun resumes from it (see `PartialGrid`), and it is removed
-    once the result is complete.
-    points_per_pass: points evaluated together in one vmap'd pass (`evaluate_points`); faster
-    for small networks on a GPU, slower on a CPU. 1: one point at a time; "auto" (default):
-    chosen per device and network (`resolve_points_per_pass`).
-    compile: run the network through `torch.compile` (one point per pass): compiling takes
-    seconds to a minute on the first point and pays off on long paths.
-    autocast: "bfloat16" or "float16" runs the forward passes in that precision (faster,
-    less accurate: see `evaluate_point`); None (default): full precision.
+    settings: how points are evaluated (`EvalSettings`: BatchNorm budget and estimator,
+        batch, points per pass, compile, autocast, evaluation subset); keyword options
+        (`bn_samples=2000`, `compile=True`, ...) build one instead. Diverged points (NaN or
+        inf losses) are recorded as they are.
+    partial, save_every_s, shard: resume and shards, as in `modeconn.engine.evaluate_grid`
+        (the partial file is removed once the result is complete; a shard returns None).
     """
+    settings = resolve_settings(settings, engine)
     ts = _as_ts(ts)
-    engine = dict(bn_samples=bn_samples, batch_size=batch_size, autocast=autocast)
-    points_per_pass = resolve_points_per_pass(
-        points_per_pass,
+    config = {"ts": ts.tolist(), "curve": fingerprint(curve.endpoints, curve.bends)}
+    grid = evaluate_grid(
         curve.model,
-        curve.space.unflatten(curve.point(0.0).detach()),
+        curve.space,
+        (len(ts),),
+        lambda index: curve.point(float(ts[index[0]])).detach(),
         data,
-        compile=compile,
-        autocast=autocast,
+        settings,
+        wd=wd,
+        config=config,
+        partial=partial,
+        save_every_s=save_every_s,
+        shard=shard,
+        progress=progress,
+        desc=f"path ({curve.kind})",
     )
-    config = {
-        "ts": ts.tolist(),
-        "curve": fingerprint(curve.endpoints, curve.bends),
-        "dataset": getattr(data, "name", None),
-        "train_samples": len(data.train_x),
-        "test_samples": len(data.test_x),
-        "wd": wd,
-        **engine_config(bn_samples, autocast),
-    }
-    job = PartialGrid(partial, config, (len(ts),), METRICS, save_every_s) if partial else None
-    values = job.values if job else {name: np.empty(len(ts)) for name in METRICS}
-    lengths: list[float] = []
-    prev = None
-    begin = time.perf_counter()
-    pending: list[tuple[int, Tensor]] = []  # (k, point) waiting for a full pass
-    if job is not None and job.done.any():
-        log.info("resuming from '%s.npz': %d of %d points already done", partial, *points_done(job))
-    on_stop = save_on_interrupt(lambda: grid_saved(job)) if job else contextlib.nullcontext()
-    with torch.no_grad(), on_stop:
-        for k, t in enumerate(
-            tqdm(ts, desc=f"path ({curve.kind})", disable=not progress, leave=False)
-        ):
+    if grid is None:
+        return None
+    lengths = []
+    with torch.no_grad():
+        prev = None
+        for t in ts:
             point = curve.point(float(t)).detach()
             if prev is not None:
                 lengths.append(WeightSpace.norm(point.double() - prev.double()).item())
             prev = point
-            if job is None or not job.done[k]:
-                pending.append((k, point))
-            if not pending or (len(pending) < points_per_pass and k + 1 < len(ts)):
-                continue
-            nodes = points_metrics(
-                curve.model,
-                curve.space,
-                [p for _, p in pending],
-                data,
-                wd,
-                points_per_pass,
-                compile=compile,
-                **engine,
-            )
-            for (j, _), node in zip(pending, nodes, strict=True):
-                if job is None:
-                    for name, value in node.items():
-                        values[name][j] = value
-                else:
-                    job.record((j,), node)
-            pending = []
-    seconds = time.perf_counter() - begin
     meta = {
         "curve": {"type": curve.kind, **curve_args(curve)},
         "num_bends": curve.num_bends,
         "dim": curve.space.size,
-        "dataset": getattr(data, "name", None),
-        "train_samples": len(data.train_x),
-        "test_samples": len(data.test_x),
-        "points": len(ts),
-        "wd": wd,
-        "bn_samples": bn_samples,
-        "batch_size": batch_size,
-        "points_per_pass": points_per_pass,
-        "compile": compile,
-        "autocast": autocast_name(autocast),
-        "seconds": seconds,
-        "seconds_per_point": seconds / len(ts),
+        **grid.meta,
         "length": math.fsum(lengths),
     }
-    result = PathResult(ts=ts, **values, arc_length=np.asarray(lengths), meta=meta)
-    if job is not None:
-        job.remove()
+    result = PathResult(ts=ts, **grid.values, arc_length=np.asarray(lengths), meta=meta)
+    if partial is not None:
+        PartialGrid.remove_files(partial)
     return result

@@ -17,9 +17,7 @@ points handed back to a network are cast to the dtype of the original weights.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,13 +26,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from modeconn.batched import check_points_per_pass, resolve_points_per_pass
 from modeconn.curves import Curve, curve_args
-from modeconn.execution import autocast_name
-from modeconn.interrupt import grid_saved, save_on_interrupt
-from modeconn.path import METRICS, engine_config, finite_stats, log, points_done, points_metrics
+from modeconn.engine import METRICS, EvalSettings, evaluate_grid, finite_stats, resolve_settings
 from modeconn.store import PartialGrid, SavedResult, plain_meta
 from modeconn.weights import WeightSpace, fingerprint
 
@@ -301,42 +295,34 @@ def evaluate_plane(
     curve: Curve | None = None,
     curve_points: int = 61,
     wd: float = 5e-4,
-    bn_samples: int | None = None,
-    batch_size: int | None = None,
+    settings: EvalSettings | None = None,
     progress: bool = True,
     partial: str | Path | None = None,
     save_every_s: float = 30.0,
     shard: tuple[int, int] | None = None,
-    points_per_pass: int | str = "auto",
-    compile: bool = False,
-    autocast: str | None = None,
+    **engine: Any,
 ) -> PlaneResult | None:
     """Train/test loss, nll and error (%) at every node of a grid over `plane`.
 
     The grid spans the bounding box of the anchors (the curve's control points if `curve` is
     given, else `plane.anchors`), widened by margin * range on each side; margin is one number
     or (left, right, bottom, top). grid: nodes per axis, an int or (Gx, Gy), each >= 2.
-    Each node w is evaluated with `evaluate_point` (BatchNorm recomputed; `bn_samples` train
-    samples, None: all) and its loss is nll + 0.5 * wd * ||w||^2. With `curve`, `curve_points`
-    equally spaced phi(t) are projected onto the plane.
+    Each node w is evaluated by the grid engine (`modeconn.engine.evaluate_grid`: BatchNorm
+    recomputed at each node) and its loss is nll + 0.5 * wd * ||w||^2. With `curve`,
+    `curve_points` equally spaced phi(t) are projected onto the plane.
 
+    settings: how nodes are evaluated (`EvalSettings`), or keyword options that build one,
+        as in `evaluate_path`.
     partial: a file (without suffix) where finished nodes are saved atomically at most every
     `save_every_s` seconds and at the end; a rerun with the same file resumes, skipping them.
     It refuses a file written for another grid, plane, data set or setting, and is removed
     once the result is complete.
     shard: (k, n) evaluates only the nodes whose flat index i * Gy + j is k modulo n, into
-    `partial` (required); it returns None while other shards are missing. `merge_partials`
+    `partial` (required); it returns None while other shards are missing. `merge_shards`
     joins the shard files, and a final call with the merged file assembles the result.
-    points_per_pass, compile, autocast: how the nodes are evaluated, as in `evaluate_path`
-    (several nodes per vmap'd pass, torch.compile, lower precision).
     """
-    engine = dict(bn_samples=bn_samples, batch_size=batch_size, autocast=autocast)
+    settings = resolve_settings(settings, engine)
     gx, gy = _grid_sizes(grid)
-    points_per_pass = check_points_per_pass(points_per_pass)
-    if shard is not None:
-        k, n = shard
-        if partial is None or not 0 <= k < n:
-            raise ValueError(f"shard=(k, n) needs 0 <= k < n and a partial file, got {shard}")
     left, right, bottom, top = _margins(margin)
     space = plane.space or WeightSpace.from_module(model)
     if space.size != plane.dim:
@@ -359,73 +345,35 @@ def evaluate_plane(
         raise ValueError("all anchors project onto one point of the plane: no range to span")
     xs = _axis(x0, x1, (x1 - x0) or fallback, left, right, gx)
     ys = _axis(y0, y1, (y1 - y0) or fallback, bottom, top, gy)
-
-    job = None
-    if partial is not None:
-        config = {
-            "grid": [gx, gy],
-            "x": xs.tolist(),
-            "y": ys.tolist(),
-            "plane": plane.fingerprint(),
-            "dataset": getattr(data, "name", None),
-            "train_samples": len(data.train_x),
-            "test_samples": len(data.test_x),
-            "wd": wd,
-            **engine_config(bn_samples, autocast),
-        }
-        job = PartialGrid(partial, config, (gx, gy), METRICS, save_every_s)
-        values = job.values
-    else:
-        values = {name: np.empty((gx, gy)) for name in METRICS}
-    points_per_pass = resolve_points_per_pass(
-        points_per_pass,
+    config = {
+        "grid": [gx, gy],
+        "x": xs.tolist(),
+        "y": ys.tolist(),
+        "plane": plane.fingerprint(),
+    }
+    values = evaluate_grid(
         model,
-        space.unflatten(plane.point(xs[0], ys[0])),
+        space,
+        (gx, gy),
+        lambda index: plane.point(xs[index[0]], ys[index[1]]),
         data,
-        compile=compile,
-        autocast=autocast,
+        settings,
+        wd=wd,
+        config=config,
+        partial=partial,
+        save_every_s=save_every_s,
+        shard=shard,
+        progress=progress,
+        desc="plane",
     )
-    begin = time.perf_counter()
-    nodes = [
-        (i, j)
-        for i in range(gx)
-        for j in range(gy)
-        if (job is None or not job.done[i, j]) and (shard is None or (i * gy + j) % n == k)
-    ]
-    pending: list[tuple[int, int]] = []  # nodes waiting for a full pass
-    if job is not None and job.done.any():
-        log.info("resuming from '%s.npz': %d of %d points already done", partial, *points_done(job))
-    on_stop = save_on_interrupt(lambda: grid_saved(job)) if job else contextlib.nullcontext()
-    with torch.no_grad(), on_stop:
-        for count, (i, j) in enumerate(
-            tqdm(nodes, desc="plane", disable=not progress, leave=False)
-        ):
-            pending.append((i, j))
-            if len(pending) < points_per_pass and count + 1 < len(nodes):
-                continue
-            points = [plane.point(xs[a], ys[b]) for a, b in pending]
-            results = points_metrics(
-                model, space, points, data, wd, points_per_pass, compile=compile, **engine
-            )
-            for ij, node in zip(pending, results, strict=True):
-                if job is None:
-                    for name, value in node.items():
-                        values[name][ij] = value
-                else:
-                    job.record(ij, node)
-            pending = []
-        if job is not None:
-            job.save()
-            if not job.done.all():
-                return None  # a shard: the other nodes belong to other processes
-        seconds = time.perf_counter() - begin
-        curve_xy, curve_distance = np.zeros((0, 2)), np.zeros(0)
-        if curve is not None:
-            ts = np.linspace(0.0, 1.0, curve_points)
-            points = [curve.point(float(t)).detach() for t in ts]
-            curve_xy = np.array([plane.coords(p) for p in points])
-            curve_distance = np.array([plane.distance(p) for p in points])
-
+    if values is None:
+        return None  # a shard: the other nodes belong to other processes
+    curve_xy, curve_distance = np.zeros((0, 2)), np.zeros(0)
+    if curve is not None:
+        with torch.no_grad():
+            points = [curve.point(float(t)).detach() for t in np.linspace(0, 1, curve_points)]
+        curve_xy = np.array([plane.coords(p) for p in points])
+        curve_distance = np.array([plane.distance(p) for p in points])
     meta = {
         "grid": [gx, gy],
         "margin": [left, right, bottom, top],
@@ -433,23 +381,12 @@ def evaluate_plane(
         "dim": plane.dim,
         "curve": None if curve is None else {"type": curve.kind, **curve_args(curve)},
         "curve_points": 0 if curve is None else curve_points,
-        "dataset": getattr(data, "name", None),
-        "train_samples": len(data.train_x),
-        "test_samples": len(data.test_x),
-        "points": gx * gy,
-        "wd": wd,
-        "bn_samples": bn_samples,
-        "batch_size": batch_size,
-        "points_per_pass": points_per_pass,
-        "compile": compile,
-        "autocast": autocast_name(autocast),
-        "seconds": seconds,
-        "seconds_per_point": seconds / (gx * gy),
+        **values.meta,
     }
     result = PlaneResult(
         xs,
         ys,
-        **values,
+        **values.values,
         anchors=anchors,
         anchor_names=names,
         curve_xy=curve_xy,
@@ -457,8 +394,8 @@ def evaluate_plane(
         anchor_distance=anchor_distance,
         meta=meta,
     )
-    if job is not None:
-        job.remove()
+    if partial is not None:
+        PartialGrid.remove_files(partial)
     return result
 
 

@@ -75,7 +75,7 @@ def test_path_resumed_in_another_precision_is_refused(tmp_path, monkeypatch):
 
 def test_path_records_its_precision(data):
     result = evaluate_path(make_curve(), data, ts=3, autocast="bf16", progress=False)
-    assert result.meta["autocast"] == "bfloat16"
+    assert result.meta["engine"]["autocast"] == "bfloat16"
     assert np.all(np.isfinite(result.train_loss))
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import modeconn.batched
-import modeconn.path
+import modeconn.engine.grid
 from modeconn.batched import (
     choose_points_per_pass,
     evaluate_points,
@@ -162,14 +162,14 @@ def test_plane_with_three_points_per_pass_equals_one_point_at_a_time(tiny_plane,
     kw = dict(grid=(2, 5), progress=False)  # 10 nodes: the last pass holds one
     one = evaluate_plane(model, plane, data, **kw)
     three = evaluate_plane(model, plane, data, points_per_pass=3, **kw)
-    for name in modeconn.path.METRICS:
+    for name in modeconn.engine.grid.METRICS:
         np.testing.assert_allclose(getattr(three, name), getattr(one, name), rtol=1e-5)
 
 
 def test_path_with_three_points_per_pass_equals_one_point_at_a_time(bezier, data):
     one = evaluate_path(bezier, data, ts=7, progress=False)
     three = evaluate_path(bezier, data, ts=7, progress=False, points_per_pass=3)
-    for name in modeconn.path.METRICS:
+    for name in modeconn.engine.grid.METRICS:
         np.testing.assert_allclose(getattr(three, name), getattr(one, name), rtol=1e-5)
     np.testing.assert_array_equal(three.arc_length, one.arc_length)
 
@@ -255,7 +255,7 @@ def test_interrupted_plane_with_points_per_pass_resumes_without_recomputing(
 ):
     model, plane = tiny_plane
     partial, grid = tmp_path / "plane-partial", (3, 3)
-    original = modeconn.path.evaluate_points
+    original = modeconn.engine.grid.evaluate_points
     evaluated = []
 
     def crash_on_second_pass(model, weights_list, *args, **kwargs):
@@ -265,7 +265,7 @@ def test_interrupted_plane_with_points_per_pass_resumes_without_recomputing(
         return original(model, weights_list, *args, **kwargs)
 
     kw = dict(grid=grid, partial=partial, save_every_s=0, progress=False, points_per_pass=4)
-    monkeypatch.setattr(modeconn.path, "evaluate_points", crash_on_second_pass)
+    monkeypatch.setattr(modeconn.engine.grid, "evaluate_points", crash_on_second_pass)
     with pytest.raises(KeyboardInterrupt):
         evaluate_plane(model, plane, data, **kw)
     assert len(evaluated) == 4
@@ -275,7 +275,7 @@ def test_interrupted_plane_with_points_per_pass_resumes_without_recomputing(
         return original(model, weights_list, *args, **kwargs)
 
     evaluated.clear()
-    monkeypatch.setattr(modeconn.path, "evaluate_points", counting)
+    monkeypatch.setattr(modeconn.engine.grid, "evaluate_points", counting)
     resumed = evaluate_plane(model, plane, data, **kw)
     assert len(evaluated) == 9 - 4  # no finished node evaluated again
     assert not partial.with_suffix(".npz").exists()  # removed once complete

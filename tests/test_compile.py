@@ -96,7 +96,7 @@ def test_compile_runs_one_point_per_pass(net, data):
 def test_a_compiled_path_equals_the_eager_path(bezier, data):
     eager = evaluate_path(bezier, data, ts=3, progress=False, batch_size=100)
     fast = evaluate_path(bezier, data, ts=3, progress=False, batch_size=100, compile=True)
-    assert fast.meta["compile"] is True and eager.meta["compile"] is False
+    assert fast.meta["engine"]["compile"] is True and eager.meta["engine"]["compile"] is False
     torch.testing.assert_close(
         torch.tensor(fast.train_nll), torch.tensor(eager.train_nll), rtol=1e-5, atol=1e-6
     )

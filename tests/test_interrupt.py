@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import compose_app
 
-import modeconn.path
+import modeconn.engine.grid
 from modeconn.apps import plane
 from modeconn.curves import Bezier
 from modeconn.data import load_dataset
@@ -25,14 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 JOB = """
 import sys, time
-import modeconn.path
-slow = modeconn.path.evaluate_point
+import modeconn.engine.grid
+slow = modeconn.engine.grid.evaluate_point
 def delayed(*args, **kwargs):
     with open({marker!r}, "a") as f:
         f.write("x")
     time.sleep(0.3)
     return slow(*args, **kwargs)
-modeconn.path.evaluate_point = delayed
+modeconn.engine.grid.evaluate_point = delayed
 sys.argv = ["plane", *{overrides!r}]
 from modeconn.apps import plane
 plane.main()
@@ -100,9 +100,9 @@ def test_stopped_plane_job_saves_its_points_and_says_so_in_one_line(
     assert 4 <= done < 25 and f"{done} of 25 points saved" in line
 
     calls = []
-    original = modeconn.path.evaluate_point
+    original = modeconn.engine.grid.evaluate_point
     monkeypatch.setattr(
-        modeconn.path, "evaluate_point", lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+        modeconn.engine.grid, "evaluate_point", lambda *a, **k: (calls.append(1), original(*a, **k))[1]
     )
     cfg = compose_app("plane", [o for o in _overrides(tmp_path) if not o.startswith("hydra")])
     with caplog.at_level(logging.INFO, logger="modeconn"):

@@ -209,7 +209,7 @@ def test_summary_reports_min_max_mean_of_every_metric():
 @pytest.mark.parametrize("points_per_pass", [1, 2])
 def test_diverged_points_are_recorded_and_counted_not_crashed_on(bezier, data, points_per_pass):
     """NaN statistics left by a diverged point must not leak into the next (t=1) point."""
-    from modeconn.path import diverged_note
+    from modeconn.engine import diverged_note
 
     broken = copy.deepcopy(bezier)
     with torch.no_grad():

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import TinyNet
 
-import modeconn.path
+import modeconn.engine.grid
 from modeconn.curves import Bezier
 from modeconn.data import load_dataset
 from modeconn.plane import evaluate_plane_through_curve
@@ -23,14 +23,14 @@ GRID = (5, 4)
 JOB = """
 import sys, time, torch
 sys.path.insert(0, {tests!r})
-import modeconn.path
+import modeconn.engine.grid
 import modeconn.plane
 from test_resume import make_curve, make_data
-slow = modeconn.path.evaluate_point
+slow = modeconn.engine.grid.evaluate_point
 def delayed(*args, **kwargs):
     time.sleep(0.25)
     return slow(*args, **kwargs)
-modeconn.path.evaluate_point = delayed  # every plane node goes through it
+modeconn.engine.grid.evaluate_point = delayed  # every plane node goes through it
 modeconn.plane.evaluate_plane_through_curve(
     make_curve(), make_data(), grid={grid}, partial={partial!r}, save_every_s=0, progress=False)
 """
@@ -70,13 +70,13 @@ def test_killed_plane_job_resumes_to_the_uninterrupted_result(tmp_path, monkeypa
     assert 4 <= finished < GRID[0] * GRID[1], "the job must be killed part-way"
 
     calls = []
-    original = modeconn.path.evaluate_point
+    original = modeconn.engine.grid.evaluate_point
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(modeconn.path, "evaluate_point", counting)
+    monkeypatch.setattr(modeconn.engine.grid, "evaluate_point", counting)
     data = make_data()
     resumed = evaluate_plane_through_curve(
         make_curve(), data, grid=GRID, partial=partial, save_every_s=0, progress=False
@@ -111,10 +111,10 @@ def test_nan_and_zero_results_count_as_done(tmp_path):
 def interrupt_path(partial: Path, ts: int, after: int, monkeypatch) -> list:
     """Run a path job that is interrupted (KeyboardInterrupt) at its point `after` + 1,
     saving every finished point to `partial`; returns the list of evaluate_point calls."""
-    import modeconn.path
+    import modeconn.engine.grid
     from modeconn.path import evaluate_path
 
-    original = modeconn.path.evaluate_point
+    original = modeconn.engine.grid.evaluate_point
     calls = []
 
     def crash(*args, **kwargs):
@@ -123,25 +123,25 @@ def interrupt_path(partial: Path, ts: int, after: int, monkeypatch) -> list:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(modeconn.path, "evaluate_point", crash)
+    monkeypatch.setattr(modeconn.engine.grid, "evaluate_point", crash)
     with pytest.raises(KeyboardInterrupt):
         evaluate_path(
             make_curve(), make_data(), ts=ts, partial=partial, save_every_s=0, progress=False
         )
-    monkeypatch.setattr(modeconn.path, "evaluate_point", original)
+    monkeypatch.setattr(modeconn.engine.grid, "evaluate_point", original)
     return calls
 
 
 def test_interrupted_path_resumes_without_recomputing(tmp_path, monkeypatch):
-    import modeconn.path
+    import modeconn.engine.grid
     from modeconn.path import evaluate_path
 
     data, partial = make_data(), tmp_path / "path-partial"
-    original = modeconn.path.evaluate_point
+    original = modeconn.engine.grid.evaluate_point
     calls = interrupt_path(partial, 7, 3, monkeypatch)
     calls.clear()
     monkeypatch.setattr(
-        modeconn.path, "evaluate_point", lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+        modeconn.engine.grid, "evaluate_point", lambda *a, **k: (calls.append(1), original(*a, **k))[1]
     )
     resumed = evaluate_path(make_curve(), data, ts=7, partial=partial, progress=False)
     assert len(calls) == 7 - 3

@@ -17,7 +17,8 @@ from modeconn.apps.common import (
 )
 from modeconn.apps.outputs import guard_result, job_meta
 from modeconn.curves import Line
-from modeconn.path import PathResult, diverged_note, evaluate_path
+from modeconn.engine import diverged_note
+from modeconn.path import PathResult, evaluate_path
 from modeconn.plotting import plot_path, save_figure
 from modeconn.weights import fingerprint
 

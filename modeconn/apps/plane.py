@@ -26,10 +26,10 @@ from modeconn.apps.common import (
     run_app,
 )
 from modeconn.apps.outputs import guard_result, job_meta
-from modeconn.path import diverged_note
+from modeconn.engine import diverged_note, merge_shards
 from modeconn.plane import PlaneResult, evaluate_plane_through_curve
 from modeconn.plotting import plot_plane, save_figure
-from modeconn.store import PartialGrid, load_result, merge_partials
+from modeconn.store import PartialGrid, load_result
 from modeconn.weights import fingerprint
 
 
@@ -68,7 +68,7 @@ def _merge(out: Path, num_shards: int, expected: dict) -> None:
             "Merge with the settings the shards were run with, or rerun the shards"
         )
     points = int(np.prod(expected["grid"]))
-    done = merge_partials(files, out / "plane-partial")
+    done = merge_shards(files, out / "plane-partial")
     if done < points:
         raise ValueError(
             f"cannot merge: the shards hold {done} of {points} nodes; rerun the unfinished "

@@ -1,0 +1,258 @@
+"""Every job over N weight points is one loop: `evaluate_grid`.
+
+A path, a plane, a random-direction surface, a trajectory plane: each is a grid of indices
+(shape (T,), (Gx, Gy), ...) and a function from an index to a flat weight point. This module
+evaluates every node once and owns, in one place, what such a job needs: nodes batched for
+`points_per_pass`, resume from a partial file with its explicit `done` mask (the only place a
+`PartialGrid` is made), shards (k, n) and their merge, progress, NaN/inf recording (a
+diverged node is a result, not a gap), Ctrl-C / SIGTERM saving, timing, and the engine part
+of the result metadata and of the resume configuration. Analyses supply only the points and
+their result class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from modeconn.batched import evaluate_points, resolve_points_per_pass
+from modeconn.engine.settings import EvalSettings
+from modeconn.engine.subset import eval_subset
+from modeconn.evaluation import Metrics, evaluate_point
+from modeconn.interrupt import grid_saved, save_on_interrupt
+from modeconn.store import PartialGrid, load_result
+from modeconn.weights import WeightSpace
+
+log = logging.getLogger("modeconn")
+
+METRICS = ("train_loss", "train_nll", "train_error", "test_loss", "test_nll", "test_error")
+
+Index = tuple[int, ...]
+
+
+def node_metrics(point: Tensor, res: Mapping[str, Metrics], wd: float) -> dict[str, float]:
+    """The six METRICS of a flat weight point (D,) from its train and test `Metrics`:
+    nll, error and loss = nll + 0.5 * wd * ||point||^2 per split."""
+    l2 = 0.5 * wd * WeightSpace.dot(point, point).item() if wd else 0.0
+    node = {}
+    for split in ("train", "test"):
+        node[f"{split}_nll"] = res[split].nll
+        node[f"{split}_error"] = res[split].error
+        node[f"{split}_loss"] = res[split].nll + l2
+    return node
+
+
+def points_metrics(
+    model: nn.Module,
+    space: WeightSpace,
+    points: Sequence[Tensor],
+    data,
+    wd: float,
+    settings: EvalSettings,
+    points_per_pass: int = 1,
+    eval_data=None,
+) -> list[dict[str, float]]:
+    """The METRICS of each flat point (D,): one at a time if points_per_pass is 1, else all
+    of them in one vmap'd pass (`evaluate_points`; len(points) <= points_per_pass). BatchNorm
+    statistics come from `data`'s train split, the metrics from `eval_data` (default: data)."""
+    kw = dict(
+        bn_samples=settings.bn_samples,
+        batch_size=settings.batch_size,
+        bn_exact=settings.bn_exact,
+        autocast=settings.autocast,
+        eval_data=eval_data,
+    )
+    if points_per_pass == 1:
+        return [
+            node_metrics(
+                p,
+                evaluate_point(model, space.unflatten(p), data, compile=settings.compile, **kw),
+                wd,
+            )
+            for p in points
+        ]
+    results = evaluate_points(model, [space.unflatten(p) for p in points], data, **kw)
+    return [node_metrics(p, res, wd) for p, res in zip(points, results, strict=True)]
+
+
+def finite_stats(values: np.ndarray) -> dict[str, float]:
+    """min, max and mean of the finite entries (NaN when there are none), and the number of
+    NaN or inf entries as `non_finite`."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    stats = {"min": np.nan, "max": np.nan, "mean": np.nan}
+    if finite.size:
+        stats = {"min": finite.min(), "max": finite.max(), "mean": finite.mean()}
+    return {**{k: float(v) for k, v in stats.items()}, "non_finite": int(values.size - finite.size)}
+
+
+def diverged_note(what: str, values: np.ndarray, where: list[str]) -> str | None:
+    """A one-line report of the non-finite entries of `values` (None when all are finite);
+    `where[k]` names the position of flat entry k (e.g. 't=0.45')."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(values, dtype=np.float64)))
+    if not bad.size:
+        return None
+    places = ", ".join(where[k] for k in bad[:5]) + (", ..." if bad.size > 5 else "")
+    return (
+        f"{what}: {bad.size} of {np.size(values)} points have a NaN or inf train loss "
+        f"(diverged; recorded as such): {places}"
+    )
+
+
+@dataclass
+class GridValues:
+    """What `evaluate_grid` returns: metric -> array of the grid's shape, and the engine
+    metadata of the run (settings, points per pass, timing)."""
+
+    values: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+
+def data_config(data, wd: float, settings: EvalSettings) -> dict[str, Any]:
+    """The data and engine part of a job's resume configuration."""
+    return {
+        "dataset": getattr(data, "name", None),
+        "train_samples": len(data.train_x),
+        "test_samples": len(data.test_x),
+        "wd": wd,
+        **settings.resume_config(),
+    }
+
+
+def evaluate_grid(
+    model: nn.Module,
+    space: WeightSpace,
+    shape: tuple[int, ...],
+    point_at: Callable[[Index], Tensor],
+    data,
+    settings: EvalSettings,
+    *,
+    wd: float,
+    config: Mapping[str, Any],
+    partial: str | Path | None = None,
+    save_every_s: float = 30.0,
+    shard: tuple[int, int] | None = None,
+    progress: bool = True,
+    desc: str = "grid",
+) -> GridValues | None:
+    """Evaluate the weight point `point_at(index)` (a flat (D,) tensor) at every index of a
+    grid of `shape` (C order), with BatchNorm recomputed at each (`evaluate_point`).
+
+    config: what defines the points (t values, a plane's fingerprint, ...); with the data
+        set, wd and the result-changing settings it is the partial file's configuration, and
+        a partial file of another configuration is refused, naming the differing keys.
+    partial: a file (without suffix) where finished nodes are saved atomically at most every
+        `save_every_s` seconds and on Ctrl-C / SIGTERM; a rerun resumes from it. It is left
+        in place: the caller removes it (`PartialGrid.remove_files`) once its result is saved.
+    shard: (k, n) evaluates only the nodes whose flat index is k modulo n, into `partial`
+        (required); returns None while nodes of other shards are missing (`merge_shards`).
+    Returns the metric arrays and the engine metadata; a NaN or inf metric is recorded as is.
+    """
+    shape = tuple(int(s) for s in shape)
+    if shard is not None:
+        k, n = shard
+        if partial is None or not 0 <= k < n:
+            raise ValueError(f"shard=(k, n) needs 0 <= k < n and a partial file, got {shard}")
+    total = int(np.prod(shape))
+    job = None
+    if partial is not None:
+        full = {**dict(config), **data_config(data, wd, settings)}
+        job = PartialGrid(partial, full, shape, METRICS, save_every_s)
+        if job.done.any():
+            log.info(
+                "resuming from '%s.npz': %d of %d points already done",
+                partial,
+                int(job.done.sum()),
+                total,
+            )
+        values = job.values
+    else:
+        values = {name: np.full(shape, np.nan) for name in METRICS}
+    indices = [np.unravel_index(f, shape) for f in range(total)]
+    todo = [
+        tuple(int(i) for i in ix)
+        for f, ix in enumerate(indices)
+        if (job is None or not job.done[ix]) and (shard is None or f % shard[1] == shard[0])
+    ]
+    eval_data = eval_subset(data, settings)
+    first = point_at(todo[0] if todo else (0,) * len(shape))
+    per_pass = resolve_points_per_pass(
+        settings.points_per_pass,
+        model,
+        space.unflatten(first),
+        data,
+        compile=settings.compile,
+        autocast=settings.autocast,
+    )
+    begin = time.perf_counter()
+    pending: list[Index] = []
+    on_stop = save_on_interrupt(lambda: grid_saved(job)) if job else contextlib.nullcontext()
+    with torch.no_grad(), on_stop:
+        for count, index in enumerate(tqdm(todo, desc=desc, disable=not progress, leave=False)):
+            pending.append(index)
+            if len(pending) < per_pass and count + 1 < len(todo):
+                continue
+            points = [point_at(ix).detach() for ix in pending]
+            nodes = points_metrics(model, space, points, data, wd, settings, per_pass, eval_data)
+            for ix, node in zip(pending, nodes, strict=True):
+                if job is None:
+                    for name, value in node.items():
+                        values[name][ix] = value
+                else:
+                    job.record(ix, node)
+            pending = []
+        if job is not None:
+            job.save()
+            if not job.done.all():
+                return None  # a shard: the other nodes belong to other processes
+    seconds = time.perf_counter() - begin
+    meta = {
+        "engine": settings.meta(),
+        "points_per_pass": per_pass,
+        "seconds": seconds,
+        "seconds_per_point": seconds / max(len(todo), 1),
+        "points": total,
+        "dataset": getattr(data, "name", None),
+        "train_samples": len(data.train_x),
+        "test_samples": len(data.test_x),
+        "wd": wd,
+    }
+    return GridValues({k: np.array(v) for k, v in values.items()}, meta)
+
+
+def merge_shards(paths: list[str | Path], into: str | Path) -> int:
+    """Join the partial files of the shards of one job into `into`; returns points done.
+
+    Refuses shards written for different configurations (naming the differing keys).
+    """
+    if not paths:
+        raise ValueError("merge_shards needs at least one shard file")
+    first_arrays, first_meta = load_result(paths[0])
+    config = first_meta.get("config", {})
+    names = tuple(k for k in first_arrays if k != "done")
+    merged = PartialGrid(into, config, first_arrays["done"].shape, names, save_every_s=0)
+    for path in paths:
+        arrays, meta = load_result(path)
+        other = meta.get("config", {})
+        differing = sorted(k for k in set(other) | set(config) if other.get(k) != config.get(k))
+        if differing:
+            raise ValueError(
+                f"cannot merge '{path}' with '{paths[0]}': they are shards of different jobs; "
+                f"differing keys: {', '.join(differing)}"
+            )
+        done = arrays["done"].astype(bool)
+        for name in names:
+            merged.values[name][done] = arrays[name][done]
+        merged.done |= done
+    merged.save()
+    return int(np.count_nonzero(merged.done))
