@@ -1,5 +1,7 @@
 """Image data sets in torchvision's on-disk layout read into whole tensors; CIFAR augmentation.
 
+Also the user's own images in ImageFolder's layout (`load_image_folder`), read with Pillow.
+
 MNIST and Fashion-MNIST go through torchvision itself: we take `.data` / `.targets` (one
 uint8 tensor each) and skip its per-item PIL transforms, which are ~100x slower than one
 tensor op. CIFAR is read from its pickled batches by `_read_cifar_batches` (see there why).
@@ -178,3 +180,97 @@ def cifar_augment(name: str) -> RandomCropFlip:
     """Standard CIFAR training augmentation: 4-pixel black padding, 32x32 crop, random flip."""
     mean, std = CIFAR_STATS[name]
     return RandomCropFlip(padding=4, fill=tuple(-m / s for m, s in zip(mean, std, strict=True)))
+
+
+# What Pillow reads and ImageFolder accepts; other files (.DS_Store, notes) are skipped.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+_GREY_MODES = ("1", "L", "LA")
+
+
+def _image_files(split: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    files = []
+    for label, name in enumerate(classes):
+        folder = split / name
+        if not folder.is_dir():
+            continue
+        found = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise ValueError(
+                f"class folder '{folder}' holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                "add some or remove the folder"
+            )
+        files += [(f, label) for f in found]
+    return files
+
+
+def load_image_folder(
+    root: Path, size: tuple[int, int] | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor, list[str]]:
+    """root/train/<class>/* and root/test/<class>/* (or val/) -> normalised split + classes.
+
+    Labels index the sorted class folders of train/; a test class folder must exist in train/.
+    Images: grey if every one is, else RGB; resized to `size` = (H, W) if given (bilinear),
+    else all must share one size. Normalised per channel with the train pixels' mean / std.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    layout = "the layout is root/train/<class>/*.png and root/test/<class>/*.png (or val/)"
+    train = root / "train"
+    test = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
+    if not train.is_dir() or test is None:
+        lacks = "train/" if not train.is_dir() else "test/ (or val/)"
+        raise FileNotFoundError(f"image folder '{root}' has no {lacks} folder: {layout}")
+    classes = sorted(d.name for d in train.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise ValueError(f"'{train}' holds no class folders: {layout}")
+    unknown = sorted(
+        d.name
+        for d in test.iterdir()
+        if d.is_dir() and not d.name.startswith(".") and d.name not in classes
+    )
+    if unknown:
+        raise ValueError(
+            f"'{test}' has class folders that train/ lacks: {', '.join(unknown)}; every class "
+            "needs training images"
+        )
+    splits = [_image_files(train, classes), _image_files(test, classes)]
+    if not splits[1]:
+        raise ValueError(f"'{test}' holds no class folders with images: {layout}")
+    files = [f for part in splits for f, _ in part]
+    headers = []  # (mode, (width, height)) of every image, read without decoding the pixels
+    for file in files:
+        try:
+            with Image.open(file) as im:
+                headers.append((im.mode, im.size))
+        except (OSError, UnidentifiedImageError) as err:
+            raise ValueError(f"cannot read image '{file}': {err}") from None
+    grey = all(mode in _GREY_MODES for mode, _ in headers)
+    odd = next((i for i, (_, wh) in enumerate(headers) if wh != headers[0][1]), None)
+    if size is None and odd is not None:
+        (w0, h0), (w, h) = headers[0][1], headers[odd][1]
+        raise ValueError(
+            f"images differ in size ('{files[0]}' is {h0}x{w0}, '{files[odd]}' is {h}x{w}); "
+            f"resize them all with size={h0} or size=[{h0}, {w0}] (dataset.size=... on the "
+            "command line)"
+        )
+    arrays: list[list[np.ndarray]] = [[], []]
+    for i, part in enumerate(splits):
+        for file, _ in part:
+            with Image.open(file) as im:
+                im = im.convert("L" if grey else "RGB")
+                if size is not None:
+                    im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                pixels = np.asarray(im, dtype=np.uint8)
+            arrays[i].append(pixels[None] if grey else pixels.transpose(2, 0, 1))
+    train_px, test_px = (torch.from_numpy(np.stack(a)) for a in arrays)
+    scaled = train_px.float() / 255.0
+    mean = tuple(scaled.mean(dim=(0, 2, 3)).tolist())
+    std = tuple(max(s, 1e-6) for s in scaled.std(dim=(0, 2, 3)).tolist())  # one-colour sets
+    labels = [torch.tensor([y for _, y in files], dtype=torch.int64) for files in splits]
+    return (
+        normalise(train_px, mean, std),
+        labels[0],
+        normalise(test_px, mean, std),
+        labels[1],
+        classes,
+    )

@@ -8,14 +8,21 @@ modeconn:
 
 `meta` says what the weights are: model name and arguments, number of classes, input shape,
 data set, seed, epoch, whether training finished and, for curves, the curve type.
+
+Endpoints may also be other people's files: a plain `torch.save(model.state_dict())` (or one
+inside a training checkpoint, or a 2018 reference-code checkpoint) is read by `load_endpoint`
+once it is told the architecture and data set. Files are written with the permission bits a
+normal write would give them (the umask's), not the 0600 of a temporary file.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
 import pickle
+import re
 import tempfile
 import time
 import zipfile
@@ -33,6 +40,7 @@ from modeconn.weights import WeightSpace
 
 FORMAT = 1
 KINDS = ("endpoint", "curve", "fge")  # fge: an FGE run in progress
+log = logging.getLogger("modeconn")
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -63,6 +71,7 @@ def atomic_write_all(writers: Mapping[Path, Callable[[Path], None]]) -> list[Pat
                 ) from err
             os.close(fd)
             temps[path] = Path(tmp)
+            os.chmod(tmp, _mode_of_a_normal_write(path))  # mkstemp's 0600 would lock others out
             try:
                 write(temps[path])
                 with open(temps[path], "rb") as f:
@@ -81,6 +90,28 @@ def atomic_write_all(writers: Mapping[Path, Callable[[Path], None]]) -> list[Pat
         for tmp in temps.values():
             tmp.unlink(missing_ok=True)
     return list(writers)
+
+
+def _mode_of_a_normal_write(path: Path) -> int:
+    """The permission bits `open(path, "w")` would leave: an existing file keeps its own, a new
+    one gets 0o666 minus the umask (so a group-shared directory stays shared)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask; read from /proc where possible, since setting it is process-wide."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _os_error(cause: OSError, message: str) -> OSError:
@@ -128,26 +159,118 @@ def save_checkpoint(
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
+_NO_FILE_HINT = (
+    "train one with `python -m modeconn.apps.train` (endpoints) or "
+    "`python -m modeconn.apps.connect` (curves), or fix the path"
+)
+_PLAIN_HINT = (
+    "name its architecture and data set: model=<name> dataset=<name> on the command line "
+    "(e.g. model=preresnet20 dataset=cifar10), load_endpoint(path, meta=endpoint_meta(...)) "
+    "or load_endpoint(path, model) in Python"
+)
+
+
 def load_checkpoint(path: str | Path, expect: str | None = None) -> Checkpoint:
-    """Read and validate a checkpoint; `expect` ("endpoint" or "curve") checks its kind."""
+    """Read and validate a modeconn checkpoint; `expect` ("endpoint", "curve", "fge") checks
+    its kind. Plain state dicts are read by `load_endpoint`, which is told the architecture."""
+    path = Path(path)
+    return _checkpoint_from(read_torch_file(path), path, expect)
+
+
+def read_torch_file(path: str | Path) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU, with one-line errors.
+
+    Nothing in the file is ever executed, and no message advises loading it so: a whole
+    pickled model, other pickled objects and unreadable bytes are each reported as such.
+    """
     path = Path(path)
     if not path.is_file():
-        hint = (
-            "train one with `python -m modeconn.apps.train` (endpoints) or "
-            "`python -m modeconn.apps.connect` (curves), or fix the path"
-        )
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist: {hint}")
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist: {_NO_FILE_HINT}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise ValueError(
-            f"'{path}' is not a readable checkpoint (corrupt, truncated or not written by "
-            f"torch.save?): {str(err).splitlines()[0] if str(err) else type(err).__name__}"
-        ) from err
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError as err:
+        raise PermissionError(
+            f"cannot read '{path}': {err.strerror}; check its permissions"
+        ) from None
+    except Exception as err:  # torch.load's failures have no common type
+        raise ValueError(_why_unreadable(path, err)) from None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def one_line(text: str) -> str:
+    """Another library's message as one plain line: ANSI colour codes removed, first line."""
+    lines = _ANSI.sub("", text).strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def _why_unreadable(path: Path, err: Exception) -> str:
+    globals_, module = _pickled_globals(path)
+    if module:
+        return (
+            f"'{path}' holds a whole pickled model (torch.save(model)); save its state_dict() "
+            f"instead: torch.save(model.state_dict(), '{path.name}')"
+        )
+    foreign = list(
+        dict.fromkeys(g for g in globals_ if not g.startswith(("torch.", "collections.")))
+    )
+    if foreign:
+        return (
+            f"'{path}' holds pickled Python objects ({', '.join(foreign[:3])}), "
+            f"which modeconn does not unpickle; save tensors only, e.g. "
+            f"torch.save(model.state_dict(), '{path.name}')"
+        )
+    reason = re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", one_line(str(err))).split(". ")[0]
+    if isinstance(err, pickle.UnpicklingError) or "weights" in reason.lower():
+        reason = ""  # torch's text here is advice on unpickling code, never shown
+    if path.stat().st_size == 0:
+        reason = "the file is empty"
+    what = "corrupt, truncated or not a torch file"
+    return f"'{path}' is not a readable checkpoint ({what})" + (f": {reason}" if reason else "")
+
+
+def _pickled_globals(path: Path) -> tuple[list[str], bool]:
+    """The classes and functions a torch file's pickle names, found by reading its opcodes
+    (nothing is unpickled), and whether it pickles an nn.Module (whose `__dict__` holds
+    `_modules` and `_parameters`)."""
+    import io
+    import pickletools
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            streams = [archive.read(n) for n in archive.namelist() if n.endswith("/data.pkl")]
+    except (zipfile.BadZipFile, OSError):
+        streams = []
+    if not streams:  # the legacy format: several pickles in a row, then raw storage bytes
+        streams = [path.read_bytes()]
+    names: list[str] = []
+    strings: list[str] = []
+    for data in streams:
+        stream = io.BytesIO(data)
+        try:
+            while stream.tell() < len(data):
+                for op, arg, _ in pickletools.genops(stream):
+                    if op.name == "GLOBAL":
+                        names.append(str(arg).replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        names.append(".".join(strings[-2:]))
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+        except Exception:  # the raw bytes after the pickles, or a damaged file: stop reading
+            pass
+    module = any(n.startswith("torch.nn.modules.") for n in names)
+    return names, module or {"_modules", "_parameters"} <= set(strings)
+
+
+def _checkpoint_from(payload: Any, path: Path, expect: str | None) -> Checkpoint:
     if not isinstance(payload, dict) or "modeconn" not in payload:
+        if _plain_state(payload) is not None:
+            use = _PLAIN_HINT if expect in (None, "endpoint") else f"pass a {expect} checkpoint"
+            raise ValueError(f"'{path}' is a plain state dict, not a modeconn checkpoint: {use}")
         raise ValueError(
-            f"'{path}' is a torch file but not a modeconn checkpoint (no 'modeconn' key). "
-            "Load plain state dicts in Python and pass them as start/end instead."
+            f"'{path}' is a torch file but not a modeconn checkpoint (no 'modeconn' key) and "
+            f"holds no state dict; write endpoints with torch.save(model.state_dict(), path)"
         )
     kind = payload["kind"]
     if expect is not None and kind != expect:
@@ -169,25 +292,155 @@ def model_from_checkpoint(ckpt: Checkpoint) -> nn.Module:
         m["model"],
         num_classes=m["num_classes"],
         input_shape=tuple(m["input_shape"]),
-        **m.get("model_args", {}),
+        **(m.get("model_args") or {}),
     )
 
 
-def load_endpoint(path: str | Path, model: nn.Module | None = None) -> tuple[nn.Module, Checkpoint]:
-    """Load a finished endpoint checkpoint into `model` (built from its metadata if None).
+def endpoint_meta(
+    model: str, data: Any, model_args: Mapping[str, Any] | None = None, **more: Any
+) -> dict[str, Any]:
+    """What describes an endpoint of the registered `model` trained on `data` (a Dataset):
+    the `meta` that `load_endpoint` needs to read a plain state dict. `more`: extra keys."""
+    return {
+        "model": model,
+        "model_args": dict(model_args or {}),
+        "num_classes": data.num_classes,
+        "input_shape": list(data.input_shape),
+        "dataset": data.name,
+        **more,
+    }
 
-    A checkpoint of another architecture fails with a message naming the first mismatched
-    tensor; an unfinished one fails with the epoch it reached.
+
+# Metadata that names what an endpoint is; given keys must agree with a checkpoint's own.
+_IDENTITY = ("model", "model_args", "num_classes", "input_shape", "dataset")
+
+
+def load_endpoint(
+    path: str | Path,
+    model: nn.Module | None = None,
+    *,
+    meta: Mapping[str, Any] | None = None,
+) -> tuple[nn.Module, Checkpoint]:
+    """Load a finished endpoint into `model` (built from the metadata if None).
+
+    path: a modeconn endpoint checkpoint, or a plain `torch.save(model.state_dict())` file
+    (also one under 'state_dict' or 'model_state_dict' of a training checkpoint, and the 2018
+    reference code's {'model_state': ...}). A 'module.' (DataParallel / DDP) or '_orig_mod.'
+    (torch.compile) prefix on every tensor name is removed, with a logged note.
+    meta: for a plain state dict, what a modeconn checkpoint's meta would say ('model',
+    'model_args', 'num_classes', 'input_shape', 'dataset'; see `endpoint_meta`); the model is
+    built from it when `model` is None. A modeconn checkpoint carries its own meta: the keys
+    given must agree with it, or a ValueError names the ones that differ.
+    A state dict of another architecture fails naming the first mismatched tensor; an
+    unfinished checkpoint fails with the epoch it reached.
     """
-    ckpt = load_checkpoint(path, expect="endpoint")
-    if not ckpt.finished:
+    path, given = Path(path), dict(meta or {})
+    payload = read_torch_file(path)
+    if isinstance(payload, dict) and "modeconn" in payload:
+        ckpt = _checkpoint_from(payload, path, "endpoint")
+        if not ckpt.finished:
+            raise ValueError(
+                f"'{path}' holds an unfinished training run (epoch {ckpt.meta.get('epoch')} "
+                f"of {ckpt.meta.get('epochs')}). Rerun the same training command to resume "
+                "and finish it."
+            )
+        _check_agrees(path, ckpt.meta, given)
+        model = model_from_checkpoint(ckpt) if model is None else model
+        load_state(model, ckpt.state, what=f"checkpoint '{path}'")
+        return model, ckpt
+    found = _plain_state(payload)
+    if found is None:
+        keys = sorted(map(str, payload))[:8] if isinstance(payload, dict) else []
+        holds = f"a dict (keys: {', '.join(keys)})" if keys else f"a {type(payload).__name__}"
         raise ValueError(
-            f"'{path}' holds an unfinished training run (epoch {ckpt.meta.get('epoch')} of "
-            f"{ckpt.meta.get('epochs')}). Rerun the same training command to resume and finish it."
+            f"'{path}' holds {holds} but no state dict modeconn recognises; save the "
+            f"network's state dict alone: torch.save(model.state_dict(), '{path.name}')"
         )
-    model = model_from_checkpoint(ckpt) if model is None else model
-    load_state(model, ckpt.state, what=f"checkpoint '{path}'")
-    return model, ckpt
+    state, source = found
+    if model is None:
+        if any(given.get(k) is None for k in ("model", "num_classes", "input_shape")):
+            raise ValueError(f"'{path}' is a {source}; {_PLAIN_HINT}")
+        model = build_model(
+            given["model"],
+            num_classes=given["num_classes"],
+            input_shape=tuple(given["input_shape"]),
+            **(given.get("model_args") or {}),
+        )
+    state = _unwrapped(state, path)
+    if source == _SOURCE_2018:
+        state = _convert_2018(state, model)
+    named = f" (read as model {given['model']!r})" if "model" in given else ""
+    load_state(model, state, what=f"{source} '{path}'{named}")
+    info = {**given, "finished": True, "source": source}
+    return model, Checkpoint("endpoint", info, state, {}, path)
+
+
+def _check_agrees(path: Path, own: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+    differing = [
+        k
+        for k in _IDENTITY
+        if given.get(k) is not None and plain_meta({k: given[k]}) != plain_meta({k: own.get(k)})
+    ]
+    if differing:
+        raise ValueError(
+            f"'{path}' is a modeconn checkpoint of another kind than the one named ("
+            + "; ".join(f"{k}: {own.get(k)!r} in the file, {given[k]!r} named" for k in differing)
+            + "); leave model and dataset out for modeconn checkpoints (they carry their own), "
+            "or name the matching ones"
+        )
+
+
+_SOURCE_2018 = "2018 reference-code checkpoint"
+
+
+def _plain_state(payload: Any) -> tuple[dict[str, Tensor], str] | None:
+    """The state dict in a non-modeconn torch file, with a word on where it was, or None."""
+
+    def is_state(x: Any) -> bool:
+        return (
+            isinstance(x, dict)
+            and len(x) > 0
+            and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in x.items())
+        )
+
+    if is_state(payload):
+        return dict(payload), "plain state dict"
+    if not isinstance(payload, dict):
+        return None
+    if _is_2018(payload):
+        return dict(payload["model_state"]), _SOURCE_2018
+    for key in ("state_dict", "model_state_dict"):
+        if is_state(payload.get(key)):
+            return dict(payload[key]), f"state dict (under '{key}')"
+    return None
+
+
+def _is_2018(payload: Mapping[str, Any]) -> bool:
+    from modeconn.models.legacy import is_2018_checkpoint  # lazily: it imports the curves
+
+    return is_2018_checkpoint(payload)
+
+
+def _convert_2018(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    from modeconn.models.legacy import convert_2018_endpoint
+
+    return convert_2018_endpoint(state, model)
+
+
+# Prefixes that wrappers put before every tensor name, and who adds them.
+_WRAPPERS = {"module.": "DataParallel / DistributedDataParallel", "_orig_mod.": "torch.compile"}
+
+
+def _unwrapped(state: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix, wrapper in _WRAPPERS.items():
+            if all(k.startswith(prefix) for k in state):
+                log.info("'%s': removed the '%s' prefix (saved from %s)", path, prefix, wrapper)
+                state = {k[len(prefix) :]: v for k, v in state.items()}
+                changed = True
+    return state
 
 
 def load_state(model: nn.Module, state: Mapping[str, Tensor], what: str = "state") -> None:
@@ -424,33 +677,3 @@ class PartialGrid:
     def remove_files(path: str | Path) -> None:
         for suffix in (".npz", ".json"):
             Path(path).with_suffix(suffix).unlink(missing_ok=True)
-
-
-def merge_partials(paths: list[str | Path], into: str | Path) -> int:
-    """Join the `PartialGrid` files of shards of one job into `into`; returns points done.
-
-    Refuses shards written for different configurations (naming the differing keys).
-    """
-    import numpy as np
-
-    if not paths:
-        raise ValueError("merge_partials needs at least one shard file")
-    first_arrays, first_meta = load_result(paths[0])
-    config = first_meta.get("config", {})
-    names = tuple(k for k in first_arrays if k != "done")
-    merged = PartialGrid(into, config, first_arrays["done"].shape, names, save_every_s=0)
-    for path in paths:
-        arrays, meta = load_result(path)
-        other = meta.get("config", {})
-        differing = sorted(k for k in set(other) | set(config) if other.get(k) != config.get(k))
-        if differing:
-            raise ValueError(
-                f"cannot merge '{path}' with '{paths[0]}': they are shards of different jobs; "
-                f"differing keys: {', '.join(differing)}"
-            )
-        done = arrays["done"].astype(bool)
-        for name in names:
-            merged.values[name][done] = arrays[name][done]
-        merged.done |= done
-    merged.save()
-    return int(np.count_nonzero(merged.done))
