@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/python -m modeconn.apps.demo
+	$(BIN)/modeconn demo
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

@@ -181,3 +181,34 @@ def test_unknown_config_group_choice_lists_the_options():
 
     with pytest.raises(MissingConfigException, match="convfc"):
         compose_app("train", ["model=resnet9000"])
+
+
+@pytest.fixture
+def mlp_curve(tmp_path):
+    """A curve between two MLPs on moons, one epoch each: the quickest curve checkpoint."""
+    small = ["dataset=moons", "model=mlp", "model.args.hidden=[8]", "optim.epochs=1"]
+    ends = [tmp_path / "mlp1.pt", tmp_path / "mlp2.pt"]
+    for seed in (1, 2):
+        where = f"checkpoint={ends[seed - 1]}"
+        train.run(compose_app("train", [*small, "progress=false", f"seed={seed}", where]))
+    curve = tmp_path / "mlp-curve.pt"
+    ends_args = [f"start={ends[0]}", f"end={ends[1]}", "optim.epochs=1", "progress=false"]
+    connect.run(compose_app("connect", [*ends_args, f"checkpoint={curve}"]))
+    return curve
+
+
+@pytest.mark.parametrize("count", [-5, 0])
+def test_bn_samples_below_one_is_refused(count, mlp_curve, tmp_path):
+    from modeconn.apps import evaluate
+
+    overrides = [f"curve_ckpt={mlp_curve}", "points=3", f"out={tmp_path}", "progress=false"]
+    with pytest.raises(ValueError, match=f"bn_samples must be an int >= 1 .*, got {count}$"):
+        evaluate.run(compose_app("evaluate", [*overrides, f"bn_samples={count}"]))
+
+
+def test_added_unknown_option_is_one_line_under_python_m(tmp_path):
+    """Hydra's struct error advises `+point=3`, which it then accepts; the app refuses it."""
+    cmd = [sys.executable, "-m", "modeconn.apps.evaluate", "curve_ckpt=c.pt", "+point=3"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr == "modeconn: error: unknown option 'point' (did you mean 'points'?)\n"

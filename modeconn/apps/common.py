@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from pathlib import Path
@@ -10,10 +11,25 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from modeconn.apps.cli import check_options
 from modeconn.data import Dataset, load_dataset
 from modeconn.training import TrainConfig
 
-CONFIG_PATH = str(Path(__file__).resolve().parents[2] / "conf")
+
+def _config_dir() -> str:
+    """The directory of the package modeconn.conf: conf/ as a wheel installs it, or the
+    checkout's conf/ that an editable install maps; a bare checkout on PYTHONPATH (no install)
+    falls back to its conf/."""
+    try:
+        spec = importlib.util.find_spec("modeconn.conf")
+    except ModuleNotFoundError:
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return str(Path(next(iter(spec.submodule_search_locations))).resolve())
+    return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+CONFIG_PATH = _config_dir()
 log = logging.getLogger("modeconn")
 
 
@@ -32,8 +48,11 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def dataset_from(name: str, root: str | None, download: bool, device: torch.device) -> Dataset:
-    return load_dataset(name, root=root, download=download).to(device)
+def dataset_from(
+    name: str, root: str | None, download: bool, device: torch.device, **options: Any
+) -> Dataset:
+    """`options`: a data set's own settings (imagefolder's size, tensors' num_classes)."""
+    return load_dataset(name, root=root, download=download, **options).to(device)
 
 
 def train_config(optim: DictConfig, seed: int, progress: bool) -> TrainConfig:
@@ -50,11 +69,20 @@ USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, FloatingPointErro
 
 
 def run_app(run, cfg: DictConfig) -> Any:
-    """Call an app's `run(cfg)`; a user error exits with its message (status 2), not a traceback."""
+    """Call an app's `run(cfg)`; a user error exits with its message (status 2), not a traceback.
+
+    Ctrl-C and SIGTERM stop a job with one line (what was saved, how to resume) and the exit
+    status 130 / 143 (`modeconn.interrupt`)."""
+    from modeconn.interrupt import interrupted_exit, signals_as_interrupts
+
     try:
-        return run(cfg)
+        check_options(cfg)  # `+point=3`: an option the app does not have
+        with signals_as_interrupts():
+            return run(cfg)
     except USER_ERRORS as err:
         raise SystemExit(f"modeconn: error: {err}") from None
+    except KeyboardInterrupt as err:
+        raise interrupted_exit(err) from None
 
 
 def load_curve_and_data(cfg: DictConfig):

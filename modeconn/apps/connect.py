@@ -1,7 +1,9 @@
 """Train a curve between two endpoints:
 `python -m modeconn.apps.connect start=a.pt end=b.pt curve=bezier`.
 
-The architecture and data set come from the endpoint checkpoints, which must agree.
+The architecture and data set come from the endpoint checkpoints, which must agree. Plain
+state dicts (`torch.save(model.state_dict())`) are named on the command line instead:
+`start=a.pt end=b.pt model=preresnet20 dataset=cifar10`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from modeconn.apps.common import (
     slug,
     train_config,
 )
+from modeconn.apps.outputs import args_tag
 from modeconn.curves import build_curve
+from modeconn.data import Dataset, dataset_names
 from modeconn.evaluation import evaluate_point
 from modeconn.store import load_endpoint
 from modeconn.training import train_curve
@@ -31,11 +35,50 @@ from modeconn.training import train_curve
 # Endpoint metadata that must agree for two networks to be connected.
 _MUST_MATCH = ("model", "model_args", "num_classes", "input_shape", "dataset")
 
+# Keys of a dataset config that are not the builder's own options.
+_DATASET_KEYS = ("name", "root", "download", "path")
+
+
+def dataset_options(dataset: DictConfig) -> dict:
+    """A dataset config's own settings (imagefolder's size, ...), those that are set."""
+    return {k: v for k, v in plain(dataset).items() if k not in _DATASET_KEYS and v is not None}
+
+
+def named_endpoints(cfg: DictConfig, device) -> tuple[dict, Dataset | None]:
+    """What `model=...` and `dataset=...` on the command line say the endpoints are.
+
+    Returns the `meta` for `load_endpoint` (reads plain state dicts, and is checked against
+    modeconn checkpoints) and the data set it loaded, or ({}, None) when neither is named.
+    """
+    named, data = {}, None
+    if cfg.get("dataset") is not None:
+        options = dataset_options(cfg.dataset)
+        root = cfg.data_root if cfg.data_root is not None else cfg.dataset.root
+        data = dataset_from(cfg.dataset.name, root, cfg.dataset.download, device, **options)
+        named = {
+            "dataset": cfg.dataset.name,
+            "num_classes": data.num_classes,
+            "input_shape": list(data.input_shape),
+            "dataset_root": root,
+            "dataset_args": options,
+        }
+    if cfg.get("model") is not None:
+        if data is None:
+            raise ValueError(
+                f"model={cfg.model.name} names the architecture of plain state dicts; name "
+                f"their data set too (dataset=<name>, one of {', '.join(dataset_names())}), "
+                "which gives the number of classes and the input shape"
+            )
+        named.update(model=cfg.model.name, model_args=plain(cfg.model.get("args")) or {})
+    return named, data
+
 
 def curve_path(cfg: DictConfig) -> Path:
     if cfg.checkpoint:
         return Path(cfg.checkpoint)
-    name = f"curve-{cfg.curve.type}-{slug(Path(cfg.start).stem)}-{slug(Path(cfg.end).stem)}.pt"
+    tag = args_tag(plain(cfg.curve.get("args")))  # degree 3 after degree 2 is another curve
+    kind = cfg.curve.type + (f"-{tag}" if tag else "")
+    name = f"curve-{kind}-{slug(Path(cfg.start).stem)}-{slug(Path(cfg.end).stem)}.pt"
     return Path("checkpoints") / name
 
 
@@ -46,8 +89,9 @@ def run(cfg: DictConfig) -> dict:
     """
     rank, _ = init_distributed()
     device = pick_device(cfg.device)
-    start, start_ckpt = load_endpoint(cfg.start)
-    end, end_ckpt = load_endpoint(cfg.end)
+    named, data = named_endpoints(cfg, device)
+    start, start_ckpt = load_endpoint(cfg.start, meta=named)
+    end, end_ckpt = load_endpoint(cfg.end, meta=named)
     differing = [k for k in _MUST_MATCH if start_ckpt.meta.get(k) != end_ckpt.meta.get(k)]
     if differing:
         details = "; ".join(
@@ -59,12 +103,17 @@ def run(cfg: DictConfig) -> dict:
             "Connect endpoints of the same architecture trained on the same data set."
         )
     meta = {k: start_ckpt.meta[k] for k in _MUST_MATCH}
-    root = cfg.data_root if cfg.data_root is not None else start_ckpt.meta.get("dataset_root")
-    data = dataset_from(meta["dataset"], root, False, device)
+    source = named if data is not None else start_ckpt.meta  # what the data set is read from
+    root = cfg.data_root if cfg.data_root is not None else source.get("dataset_root")
+    options = source.get("dataset_args") or {}
+    if data is None:
+        data = dataset_from(meta["dataset"], root, False, device, **options)
     curve = build_curve(cfg.curve.type, start, start, end, **(plain(cfg.curve.get("args")) or {}))
     curve = curve.to(device)
     path = curve_path(cfg)
     meta.update(dataset_root=root, start=str(cfg.start), end=str(cfg.end))
+    if options:
+        meta["dataset_args"] = options
     train_curve(
         curve, data, train_config(cfg.optim, cfg.seed, cfg.progress), checkpoint=path, meta=meta
     )

@@ -1,5 +1,8 @@
 """Fast Geometric Ensembling from a trained endpoint:
-`python -m modeconn.apps.fge start=checkpoints/digits-convfc-seed1.pt cycles=4 cycle=2`."""
+`python -m modeconn.apps.fge start=checkpoints/digits-convfc-seed1.pt cycles=4 cycle=2`.
+
+A plain state dict as start is named on the command line: `model=preresnet20 dataset=cifar10`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from modeconn.apps.common import CONFIG_PATH, dataset_from, log, out_dir, pick_device, run_app
+from modeconn.apps.connect import named_endpoints
 from modeconn.ensembles import FGEResult, fge
 from modeconn.plotting import plot_fge, save_figure
 from modeconn.store import load_endpoint
@@ -14,9 +18,12 @@ from modeconn.store import load_endpoint
 
 def run(cfg: DictConfig) -> FGEResult:
     device = pick_device(cfg.device)
-    model, ckpt = load_endpoint(cfg.start)
-    root = cfg.data_root if cfg.data_root is not None else ckpt.meta.get("dataset_root")
-    data = dataset_from(ckpt.meta["dataset"], root, False, device)
+    named, data = named_endpoints(cfg, device)
+    model, ckpt = load_endpoint(cfg.start, meta=named)
+    if data is None:
+        root = cfg.data_root if cfg.data_root is not None else ckpt.meta.get("dataset_root")
+        options = ckpt.meta.get("dataset_args") or {}
+        data = dataset_from(ckpt.meta["dataset"], root, False, device, **options)
     out = out_dir(cfg, cfg.start)
     result = fge(
         model.to(device),
