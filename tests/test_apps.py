@@ -203,7 +203,7 @@ def test_bn_samples_below_one_is_refused(count, mlp_curve, tmp_path):
 
     overrides = [f"curve_ckpt={mlp_curve}", "points=3", f"out={tmp_path}", "progress=false"]
     with pytest.raises(ValueError, match=f"bn_samples must be an int >= 1 .*, got {count}$"):
-        evaluate.run(compose_app("evaluate", [*overrides, f"bn_samples={count}"]))
+        evaluate.run(compose_app("evaluate", [*overrides, f"engine.bn_samples={count}"]))
 
 
 def test_added_unknown_option_is_one_line_under_python_m(tmp_path):

@@ -111,3 +111,10 @@ def test_refusal_on_the_command_line_is_one_line(tmp_path):
     assert done.returncode == 1
     assert done.stderr == "modeconn: error: unknown option 'point' (did you mean 'points'?)\n"
     assert not (tmp_path / "outputs").exists()  # refused before Hydra made its directory
+
+
+def test_python_dash_m_route_refuses_a_mistyped_key_in_one_line_too(tmp_path):
+    cmd = [sys.executable, "-m", "modeconn.apps.evaluate", "curve_ckpt=c.pt", "point=3"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert done.stderr == "modeconn: error: unknown option 'point' (did you mean 'points'?)\n"

@@ -68,7 +68,7 @@ def _overrides(tmp_path: Path) -> list[str]:
         f"out={tmp_path / 'out'}",
         "progress=false",
         "save_every_s=1000",  # nothing is saved before the end, unless the job is stopped
-        "bn_samples=100",
+        "engine.bn_samples=100",
         f"hydra.run.dir={tmp_path / 'hydra'}",
     ]
 

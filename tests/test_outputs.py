@@ -16,7 +16,7 @@ def _plane(tmp_path, *extra):
         f"curve_ckpt={tmp_path / 'curve.pt'}",
         f"out={tmp_path / 'out'}",
         "progress=false",
-        "bn_samples=50",
+        "engine.bn_samples=50",
         "curve_points=5",
         *extra,
     ]

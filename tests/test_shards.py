@@ -102,7 +102,7 @@ def test_separate_shard_jobs_merge_to_the_single_process_plane(curve_file, singl
 
 
 def test_plane_app_in_bfloat16_is_close_to_full_precision(curve_file, single, tmp_path):
-    low = _plane(curve_file, tmp_path, "autocast=bf16")
+    low = _plane(curve_file, tmp_path, "engine.autocast=bf16")
     assert low.meta["engine"]["autocast"] == "bfloat16"
     assert np.allclose(low.train_loss, single.train_loss, rtol=5e-2)
 

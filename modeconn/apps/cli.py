@@ -8,8 +8,8 @@ Before that, the command line is checked for two mistakes that Hydra reports wit
 or lets through: an option the app does not have (Hydra's struct error for `point=3` advises
 `+point=3`, which it then accepts and the app ignores or trips over), and an output directory
 that cannot be created (a read-only working directory). Each becomes one line with the fix.
-`run_app` repeats the option check inside every app, so `python -m modeconn.apps.X +point=3`
-is refused too (a plain `point=3` there stops at Hydra's own struct error).
+`python -m modeconn.apps.X` (and torchrun) runs the same checks first (`run_module`), and
+`run_app` repeats the option check inside every app for callers of its Hydra `main`.
 
 Known options are those of the app's config composed from the shipped conf/ with the
 command's group choices (`model=mlp`, `hydra/launcher=...`) but none of its keys. Levels named
@@ -74,6 +74,16 @@ def main(argv: list[str] | None = None) -> None:
     app = importlib.import_module(f"modeconn.apps.{name}")
     sys.argv = [sys.argv[0], *rest]  # what the app's Hydra parses
     app.main()
+
+
+def run_module(name: str, main_fn) -> None:
+    """`python -m modeconn.apps.<name> ...` (and torchrun -m): the same checks of the command
+    line as `modeconn <name>`, then the app's Hydra `main`."""
+    try:
+        check_command_line(name, sys.argv[1:])
+    except ValueError as err:
+        raise SystemExit(f"modeconn: error: {err}") from None
+    main_fn()
 
 
 def check_command_line(app: str, argv: list[str]) -> None:

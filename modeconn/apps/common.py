@@ -55,6 +55,13 @@ def dataset_from(
     return load_dataset(name, root=root, download=download, **options).to(device)
 
 
+def engine_settings(cfg: DictConfig):
+    """The app's `engine` config group as one `EvalSettings` (built once per run)."""
+    from modeconn.engine import EvalSettings
+
+    return EvalSettings.from_config(plain(cfg.get("engine")) or {})
+
+
 def train_config(optim: DictConfig, seed: int, progress: bool) -> TrainConfig:
     return TrainConfig(**plain(optim), seed=seed, progress=progress)
 

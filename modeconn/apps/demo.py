@@ -100,8 +100,7 @@ def run(cfg: DictConfig) -> dict:
 
     shared = {
         "curve_ckpt": str(curve_path),
-        "bn_samples": cfg.bn_samples,
-        "batch_size": None,
+        "engine": cfg.engine,
         "data_root": None,
         "out": str(out),
         **common,
@@ -143,4 +142,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from modeconn.apps.cli import run_module
+
+    run_module("demo", main)

@@ -6,7 +6,14 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from modeconn.apps.common import CONFIG_PATH, load_curve_and_data, log, out_dir, run_app
+from modeconn.apps.common import (
+    CONFIG_PATH,
+    engine_settings,
+    load_curve_and_data,
+    log,
+    out_dir,
+    run_app,
+)
 from modeconn.apps.outputs import guard_result, job_meta
 from modeconn.ensembles import EnsembleResult, ensembles_along_curve
 from modeconn.plotting import plot_ensembles, save_figure
@@ -16,9 +23,12 @@ from modeconn.weights import fingerprint
 def run(cfg: DictConfig) -> EnsembleResult:
     curve, data, ckpt = load_curve_and_data(cfg)
     out = out_dir(cfg, cfg.curve_ckpt)
+    settings = engine_settings(cfg)
     job = {
         "curve": fingerprint(curve.endpoints, curve.bends),
-        **{k: cfg.get(k) for k in ("points", "line", "bn_samples", "autocast")},
+        "points": cfg.points,
+        "line": cfg.line,
+        **settings.resume_config(),
     }
     guard_result(out / "ensembles", job, cfg.get("overwrite", False))
     result = ensembles_along_curve(
@@ -26,11 +36,11 @@ def run(cfg: DictConfig) -> EnsembleResult:
         data,
         cfg.points,
         line=cfg.line,
-        bn_samples=cfg.bn_samples,
-        batch_size=cfg.batch_size,
+        bn_samples=settings.bn_samples,
+        batch_size=settings.batch_size,
         progress=cfg.progress,
-        autocast=cfg.get("autocast"),
-        compile=cfg.get("compile", False),
+        autocast=settings.autocast,
+        compile=settings.compile,
     )
     job_meta(result, job).save(out / "ensembles")
     save_figure(plot_ensembles(result, model=ckpt.meta.get("model")), out / "ensembles")
@@ -50,4 +60,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from modeconn.apps.cli import run_module
+
+    run_module("ensemble", main)

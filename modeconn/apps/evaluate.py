@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from modeconn.apps.common import (
     CONFIG_PATH,
     curve_wd,
+    engine_settings,
     load_curve_and_data,
     log,
     out_dir,
@@ -26,15 +27,8 @@ from modeconn.weights import fingerprint
 def run(cfg: DictConfig) -> dict[str, PathResult]:
     curve, data, ckpt = load_curve_and_data(cfg)
     out = out_dir(cfg, cfg.curve_ckpt)
-    kw = dict(
-        wd=curve_wd(cfg, ckpt),
-        bn_samples=cfg.bn_samples,
-        batch_size=cfg.batch_size,
-        points_per_pass=cfg.get("points_per_pass", "auto"),  # the demo's stages leave it out
-        compile=cfg.get("compile", False),
-        autocast=cfg.get("autocast"),
-        progress=cfg.progress,
-    )
+    settings = engine_settings(cfg)
+    kw = dict(wd=curve_wd(cfg, ckpt), settings=settings, progress=cfg.progress)
     paths = {"curve": curve}
     if cfg.line:
         start, end = (curve.space.unflatten(w) for w in (curve.start, curve.end))
@@ -43,7 +37,8 @@ def run(cfg: DictConfig) -> dict[str, PathResult]:
         name: {
             "curve": fingerprint(path.endpoints, path.bends),
             "points": plain(cfg.points),
-            **{k: kw[k] for k in ("wd", "bn_samples", "autocast")},
+            "wd": kw["wd"],
+            **settings.resume_config(),
         }
         for name, path in paths.items()
     }
@@ -84,4 +79,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from modeconn.apps.cli import run_module
+
+    run_module("evaluate", main)

@@ -9,7 +9,15 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from modeconn.apps.common import CONFIG_PATH, dataset_from, log, out_dir, pick_device, run_app
+from modeconn.apps.common import (
+    CONFIG_PATH,
+    dataset_from,
+    engine_settings,
+    log,
+    out_dir,
+    pick_device,
+    run_app,
+)
 from modeconn.apps.connect import named_endpoints
 from modeconn.ensembles import FGEResult, fge
 from modeconn.plotting import plot_fge, save_figure
@@ -37,12 +45,12 @@ def run(cfg: DictConfig) -> FGEResult:
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         augment=cfg.augment,
-        bn_samples=cfg.bn_samples,
+        bn_samples=engine_settings(cfg).bn_samples,
         progress=cfg.progress,
         checkpoint=cfg.checkpoint or out / "fge-run.pt",
     )
     result.save(out / "fge")
-    save_figure(plot_fge(result), out / "fge")
+    save_figure(plot_fge(result, model=ckpt.meta.get("model")), out / "fge")
     log.info(
         "FGE: start %.2f %% test error -> ensemble of %d snapshots %.2f %%",
         result.start_error,
@@ -59,4 +67,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from modeconn.apps.cli import run_module
+
+    run_module("fge", main)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from modeconn.apps.common import (
     CONFIG_PATH,
     curve_wd,
+    engine_settings,
     init_distributed,
     load_curve_and_data,
     log,
@@ -81,7 +82,7 @@ def _merge(out: Path, num_shards: int, expected: dict) -> None:
 def _merge_keys(kw: dict) -> dict:
     """What a merge checks against the shards' own record before joining them."""
     gx, gy = (kw["grid"], kw["grid"]) if isinstance(kw["grid"], int) else kw["grid"]
-    return {"grid": [gx, gy], "wd": kw["wd"], "bn_samples": kw["bn_samples"]}
+    return {"grid": [gx, gy], "wd": kw["wd"], **kw["settings"].resume_config()}
 
 
 def run(cfg: DictConfig) -> PlaneResult | None:
@@ -89,22 +90,20 @@ def run(cfg: DictConfig) -> PlaneResult | None:
     curve, data, ckpt = load_curve_and_data(cfg)
     out = out_dir(cfg, cfg.curve_ckpt)
     launched = dist.is_initialized()
+    settings = engine_settings(cfg)
     kw = dict(
         grid=_pair(cfg.grid),
         margin=_pair(cfg.margin),
         curve_points=cfg.curve_points,
         wd=curve_wd(cfg, ckpt),
-        bn_samples=cfg.bn_samples,
-        batch_size=cfg.batch_size,
-        points_per_pass=cfg.get("points_per_pass", "auto"),  # the demo's stages leave it out
-        compile=cfg.get("compile", False),
-        autocast=cfg.get("autocast"),
+        settings=settings,
         progress=cfg.progress and rank == 0,
         save_every_s=cfg.save_every_s,
     )
     job = {
         "curve": fingerprint(curve.endpoints, curve.bends),
-        **{k: kw[k] for k in ("grid", "margin", "curve_points", "wd", "bn_samples", "autocast")},
+        **{k: kw[k] for k in ("grid", "margin", "curve_points", "wd")},
+        **settings.resume_config(),
     }
     if rank == 0:
         guard_result(out / "plane", job, cfg.get("overwrite", False))
@@ -151,4 +150,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from modeconn.apps.cli import run_module
+
+    run_module("plane", main)

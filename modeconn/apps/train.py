@@ -90,4 +90,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from modeconn.apps.cli import run_module
+
+    run_module("train", main)

@@ -9,7 +9,7 @@ analyses pass it down as one argument, and results record it as one block of met
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +69,7 @@ class EvalSettings:
                 f"{self.points_per_pass}: use points_per_pass=1 (or auto), or compile=False"
             )
         samples = self.eval_samples
-        if isinstance(samples, (list, tuple)):
+        if isinstance(samples, Sequence) and not isinstance(samples, str):
             if len(samples) != 2:
                 raise ValueError(
                     f"eval_samples must be an int, None or a pair (train, test), got {samples!r}"
@@ -92,8 +92,6 @@ class EvalSettings:
             raise ValueError(
                 f"unknown engine option {unknown[0]!r}; valid options: {', '.join(sorted(known))}"
             )
-        if isinstance(cfg.get("eval_samples"), list):
-            cfg["eval_samples"] = tuple(cfg["eval_samples"])
         return cls(**cfg)
 
     def replace(self, **changes: Any) -> EvalSettings:
