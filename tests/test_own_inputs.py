@@ -424,3 +424,22 @@ def test_train_app_trains_on_an_image_folder(image_root, tmp_path):
     train.run(compose_app("train", [*overrides, f"checkpoint={ep}"]))
     ckpt = load_checkpoint(ep, expect="endpoint")
     assert ckpt.meta["dataset"] == "imagefolder" and ckpt.meta["input_shape"] == [3, 8, 8]
+
+
+def test_an_image_folder_resized_for_training_is_reloaded_at_that_size(image_root, tmp_path):
+    """dataset.size reaches the data set in train and is recorded, so a curve's evaluators
+    rebuild the same inputs."""
+    from modeconn.apps.common import load_curve_and_data
+
+    eps = [tmp_path / f"ep{s}.pt" for s in (1, 2)]
+    for seed, ep in zip((1, 2), eps, strict=True):
+        overrides = [*MLP, "dataset=imagefolder", f"dataset.root={image_root}", *QUICK]
+        extra = ["dataset.size=[4,4]", f"seed={seed}", f"checkpoint={ep}"]
+        train.run(compose_app("train", [*overrides, *extra]))
+    ckpt = load_checkpoint(eps[0], expect="endpoint")
+    assert ckpt.meta["input_shape"] == [3, 4, 4] and ckpt.meta["dataset_args"]["size"] == [4, 4]
+    curve_file = tmp_path / "c.pt"
+    ends = [f"start={eps[0]}", f"end={eps[1]}", f"checkpoint={curve_file}"]
+    connect.run(compose_app("connect", [*ends, *QUICK]))
+    _, data, _ = load_curve_and_data(compose_app("evaluate", [f"curve_ckpt={curve_file}"]))
+    assert tuple(data.input_shape) == (3, 4, 4)

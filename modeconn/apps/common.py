@@ -48,6 +48,15 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+# Keys of a dataset config that are not the builder's own options.
+_DATASET_KEYS = ("name", "root", "download", "path")
+
+
+def dataset_options(dataset: DictConfig) -> dict:
+    """A dataset config's own settings (imagefolder's size, tensors' num_classes), those set."""
+    return {k: v for k, v in plain(dataset).items() if k not in _DATASET_KEYS and v is not None}
+
+
 def dataset_from(
     name: str, root: str | None, download: bool, device: torch.device, **options: Any
 ) -> Dataset:
@@ -99,7 +108,8 @@ def load_curve_and_data(cfg: DictConfig):
     device = pick_device(cfg.device)
     curve, ckpt = load_curve(cfg.curve_ckpt)
     root = cfg.data_root if cfg.data_root is not None else ckpt.meta.get("dataset_root")
-    data = dataset_from(ckpt.meta["dataset"], root, False, device)
+    options = ckpt.meta.get("dataset_args") or {}  # e.g. an image folder's size
+    data = dataset_from(ckpt.meta["dataset"], root, False, device, **options)
     return curve.to(device), data, ckpt
 
 

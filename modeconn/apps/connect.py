@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from modeconn.apps.common import (
     CONFIG_PATH,
     dataset_from,
+    dataset_options,
     finish_distributed,
     init_distributed,
     log,
@@ -34,14 +35,6 @@ from modeconn.training import train_curve
 
 # Endpoint metadata that must agree for two networks to be connected.
 _MUST_MATCH = ("model", "model_args", "num_classes", "input_shape", "dataset")
-
-# Keys of a dataset config that are not the builder's own options.
-_DATASET_KEYS = ("name", "root", "download", "path")
-
-
-def dataset_options(dataset: DictConfig) -> dict:
-    """A dataset config's own settings (imagefolder's size, ...), those that are set."""
-    return {k: v for k, v in plain(dataset).items() if k not in _DATASET_KEYS and v is not None}
 
 
 def named_endpoints(cfg: DictConfig, device) -> tuple[dict, Dataset | None]:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from modeconn.apps.common import (
     CONFIG_PATH,
     dataset_from,
+    dataset_options,
     finish_distributed,
     init_distributed,
     log,
@@ -47,7 +48,8 @@ def run(cfg: DictConfig) -> dict:
     """
     rank, _ = init_distributed()
     device = pick_device(cfg.device)
-    data = dataset_from(cfg.dataset.name, cfg.dataset.root, cfg.dataset.download, device)
+    options = dataset_options(cfg.dataset)  # e.g. an image folder's size
+    data = dataset_from(cfg.dataset.name, cfg.dataset.root, cfg.dataset.download, device, **options)
     config = train_config(cfg.optim, cfg.seed, cfg.progress)
     torch.manual_seed(cfg.seed)  # the initialisation depends on the seed too
     model_args = plain(cfg.model.get("args")) or {}
@@ -62,6 +64,7 @@ def run(cfg: DictConfig) -> dict:
         "input_shape": list(data.input_shape),
         "dataset": cfg.dataset.name,
         "dataset_root": cfg.dataset.root,
+        **({"dataset_args": options} if options else {}),
     }
     result = train_endpoint(model, data, config, checkpoint=path, meta=meta)
     finish_distributed()
