@@ -20,6 +20,7 @@ def main() -> None:
         ("bench_batched.py", "Points per pass: sequential vs vmap'd evaluation"),
         ("bench_curve_step.py", "Curve training step vs plain step"),
         ("bench_precision.py", "autocast on trained networks: accuracy cost and speed"),
+        ("bench_subset.py", "The evaluation subset (eval_samples) on the demo plane"),
     ):
         out = HERE / f".{script}.md"
         subprocess.run([sys.executable, str(HERE / script), "--markdown", str(out)], check=True)
