@@ -9,6 +9,7 @@ from modeconn.batched import (  # noqa: E402
 )
 from modeconn.curves import CURVES, Bezier, Curve, Line, PolyChain, build_curve  # noqa: E402
 from modeconn.data import Dataset, dataset_names, load_dataset  # noqa: E402
+from modeconn.engine import EvalSettings, evaluate_grid, merge_shards  # noqa: E402
 from modeconn.ensembles import (  # noqa: E402
     EnsembleResult,
     FGEResult,
@@ -35,6 +36,7 @@ from modeconn.plane import (  # noqa: E402
 )
 from modeconn.store import (  # noqa: E402
     Checkpoint,
+    endpoint_meta,
     load_checkpoint,
     load_curve,
     load_endpoint,
@@ -50,6 +52,7 @@ __all__ = [
     "Curve",
     "Dataset",
     "EnsembleResult",
+    "EvalSettings",
     "FGEResult",
     "Line",
     "Metrics",
@@ -65,9 +68,11 @@ __all__ = [
     "choose_points_per_pass",
     "dataset_names",
     "disagreement",
+    "endpoint_meta",
     "ensemble_log_probs",
     "ensembles_along_curve",
     "evaluate",
+    "evaluate_grid",
     "evaluate_path",
     "evaluate_plane",
     "evaluate_plane_through_curve",
@@ -79,6 +84,7 @@ __all__ = [
     "load_curve",
     "load_dataset",
     "load_endpoint",
+    "merge_shards",
     "lr_schedule",
     "model_names",
     "predict",
