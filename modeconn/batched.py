@@ -26,11 +26,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from modeconn.evaluation import (
     Metrics,
+    RegressionMetrics,
     batchnorm_layers,
     batchnorm_pass,
     finish_moments,
     merge_moments,
-    metrics,
+    task_metrics,
 )
 from modeconn.execution import (
     EvalPlan,
@@ -40,6 +41,7 @@ from modeconn.execution import (
     forward_with,
     precision,
 )
+from modeconn.tasks import CLASSIFICATION, task_of
 
 
 def _stack(weights_list: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
@@ -157,16 +159,16 @@ def _recompute_bn_stacked(
 
 
 def _predict_stacked(
-    model: nn.Module, state: dict[str, Tensor], x: Tensor, batch_size: int
+    model: nn.Module, state: dict[str, Tensor], x: Tensor, batch_size: int, task: str
 ) -> Tensor:
-    """Log-probabilities (P, N, K) of the P points in `state` on inputs x (N, ...), eval mode."""
+    """Log-probabilities (P, N, K) of the P points in `state` on inputs x (N, ...), eval mode
+    (the predictions themselves for a regression `task`)."""
     mode = model.training
     model.eval()
     try:
-        outs = [
-            F.log_softmax(_vmapped(model, state, xb).float(), dim=-1)
-            for xb in torch.split(x, batch_size)
-        ]
+        outs = [_vmapped(model, state, xb).float() for xb in torch.split(x, batch_size)]
+        if task == CLASSIFICATION:
+            outs = [F.log_softmax(out, dim=-1) for out in outs]
     finally:
         model.train(mode)
     return torch.cat(outs, dim=1)
@@ -185,7 +187,7 @@ def evaluate_points(
     bn_exact: bool = True,
     autocast: str | torch.dtype | None = None,
     eval_data=None,
-) -> list[dict[str, Metrics]]:
+) -> list[dict[str, Metrics | RegressionMetrics]]:
     """`evaluate_point` for P weight points at once: one forward pass serves all P.
 
     eval_data: a `Dataset` whose splits are evaluated instead of `data`'s (as in
@@ -231,14 +233,15 @@ def evaluate_points(
             exact=bn_exact,
         )
     state = {**params, **buffers}  # recomputed statistics replace any given in the weights
-    out: list[dict[str, Metrics]] = [{} for _ in range(p)]
+    out: list[dict[str, Metrics | RegressionMetrics]] = [{} for _ in range(p)]
+    task = task_of(data)
     source = data if eval_data is None else eval_data
     for split in splits:
         x, y = getattr(source, f"{split}_x"), getattr(source, f"{split}_y")
         with precision(x.device, autocast):
-            log_probs = _predict_stacked(model, state, x, batch_size)
+            outs = _predict_stacked(model, state, x, batch_size, task)
         for k in range(p):
-            out[k][split] = metrics(log_probs[k], y)
+            out[k][split] = task_metrics(task, outs[k], y)
     return out
 
 

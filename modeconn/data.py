@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 
 from modeconn import datasets_torchvision as tv
+from modeconn.datasets_files import own_file, tensors
+from modeconn.tasks import CLASSIFICATION, REGRESSION, check_task
 
 
 @dataclass
@@ -28,8 +30,14 @@ class Dataset:
     """Train and test tensors of one data set.
 
     train_x / test_x: (N, *input_shape) float32, already normalised.
-    train_y / test_y: (N,) int64 class indices in [0, num_classes).
+    train_y / test_y: classification: (N,) int64 class indices in [0, num_classes);
+        regression: (N, K) float32 targets, K = num_classes (the network's output size).
+    num_classes: classes, or outputs per sample for regression (`outputs` is its alias).
     augment: batch-level train-time augmentation `augment(x, generator) -> x`, or None.
+    task: "classification" or "regression" (`modeconn.tasks`: what metrics, losses and
+        ensembles mean for it).
+    noise_scale: regression only: the standard deviation of the Gaussian NLL; None fits it
+        at every evaluated point (sigma^2 = that point's train mse).
     """
 
     name: str
@@ -39,8 +47,18 @@ class Dataset:
     test_y: Tensor
     num_classes: int
     augment: Callable[[Tensor, torch.Generator | None], Tensor] | None = None
+    task: str = CLASSIFICATION
+    noise_scale: float | None = None
 
     def __post_init__(self) -> None:
+        check_task(self.task)
+        if self.noise_scale is not None and not (
+            self.task == REGRESSION and float(self.noise_scale) > 0
+        ):
+            raise ValueError(
+                f"{self.name}: noise_scale={self.noise_scale!r} needs a regression data set and "
+                "a value > 0 (or None to fit it at every point)"
+            )
         for split, x, y in (
             ("train", self.train_x, self.train_y),
             ("test", self.test_x, self.test_y),
@@ -52,8 +70,18 @@ class Dataset:
         return (
             f"Dataset(name={self.name!r}, train={len(self.train_x)}, test={len(self.test_x)}, "
             f"input_shape={self.input_shape}, num_classes={self.num_classes}, "
-            f"augment={self.augment!r})"
+            f"augment={self.augment!r}"
+            + (
+                f", task={self.task!r}, noise_scale={self.noise_scale!r})"
+                if self.task != CLASSIFICATION
+                else ")"
+            )
         )
+
+    @property
+    def outputs(self) -> int:
+        """The network's output size: classes, or targets per sample (regression)."""
+        return self.num_classes
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -177,6 +205,48 @@ def moons(n_train: int = 1000, n_test: int = 500, noise: float = 0.1, seed: int 
     return Dataset("moons", train_x, labels[:n_train], test_x, labels[n_train:], num_classes=2)
 
 
+def toy1d(
+    n_train: int = 40,
+    n_test: int = 40,
+    noise: float = 0.1,
+    seed: int = 0,
+    noise_scale: float | None = None,
+    gap: float = 0.5,
+) -> Dataset:
+    """A 1-D regression toy with a gap in the data: input shape (1,), one target.
+
+    After the toy of Izmailov et al. 2019 (subspace inference) that the mode-connectivity
+    blog's figure 7 draws: inputs in two clusters, x ~ U[-1, -gap] and U[gap, 1] (half of
+    the samples each, alternating, train and test alike), nothing in between; targets
+    y = sin(3 x) + 0.5 x + noise * N(0, 1) (noise 0.1). Inputs and targets are used as they
+    are (already of unit scale). Seeded: the same tensors for the same arguments.
+    gap 0.5 (the middle half of [-1, 1] empty) rather than a narrower one: with 0.3, ReLU
+    networks bridge the gap almost linearly and the functions along a curve differ in it
+    no more than on the data for some seeds; with 0.5 they differ 3-12x more (seeds 1-8).
+    noise_scale: the standard deviation of the reported Gaussian NLL (None: fitted at each
+    point); the generating noise is `noise`.
+    """
+    if not 0 <= gap < 1:
+        raise ValueError(f"toy1d: gap must lie in [0, 1), got {gap}")
+    gen = torch.Generator().manual_seed(seed)
+
+    def split(n: int) -> tuple[Tensor, Tensor]:
+        side = torch.arange(n) % 2  # alternate clusters: any prefix is balanced
+        x = -1 + (1 - gap) * torch.rand(n, generator=gen) + (1 + gap) * side
+        y = toy1d_function(x) + noise * torch.randn(n, generator=gen)
+        return x.reshape(-1, 1), y.reshape(-1, 1)
+
+    (train_x, train_y), (test_x, test_y) = split(n_train), split(n_test)
+    return Dataset(
+        "toy1d", train_x, train_y, test_x, test_y, 1, task=REGRESSION, noise_scale=noise_scale
+    )
+
+
+def toy1d_function(x: Tensor) -> Tensor:
+    """The noise-free target of `toy1d`: sin(3 x) + 0.5 x."""
+    return torch.sin(3 * x) + 0.5 * x
+
+
 def _from_files(name: str, root: str | Path | None, download: bool) -> Path:
     """Check and expand `root` for data sets read from files (the user's input boundary)."""
     if root is None:
@@ -212,141 +282,6 @@ def cifar100(root: str | Path | None = None, download: bool = False) -> Dataset:
     return Dataset("cifar100", *splits, num_classes=100, augment=tv.cifar_augment("cifar100"))
 
 
-# The arrays a tensor file must hold (dataset=tensors).
-TENSOR_KEYS = ("train_x", "train_y", "test_x", "test_y")
-
-
-def _own_file(name: str, root: str | Path | None, download: bool, what: str) -> Path:
-    """Check `root` for data sets read from the user's own files, which nothing downloads."""
-    if download:
-        raise ValueError(
-            f"dataset {name!r} is read from your own {what}; nothing is downloaded: "
-            "drop download=True (dataset.download=true)"
-        )
-    if root is None:
-        where = "dataset.path=my.pt or my.npz" if name == "tensors" else "dataset.root=DIR"
-        raise ValueError(
-            f"dataset {name!r} is read from your own {what}: pass its path ({where} on the "
-            "command line)"
-        )
-    path = Path(root).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"dataset {name!r}: {what} '{path}' does not exist; fix the path")
-    return path
-
-
-def tensors(
-    root: str | Path | None = None,
-    download: bool = False,
-    *,
-    path: str | Path | None = None,
-    num_classes: int | None = None,
-) -> Dataset:
-    """A classification data set from one file: `.npz` (numpy.savez) or `.pt` (torch.save of
-    a dict) holding train_x, train_y, test_x, test_y.
-
-    x: (N, *input_shape) numbers, used as they are (normalise them beforehand), as float32.
-    y: (N,) integer class labels in [0, num_classes). num_classes: given, else a 'num_classes'
-    entry of the file, else the largest label + 1. `root` is another name for `path` (the apps
-    pass every data set's location as its root).
-    """
-    if path is not None and root is not None and Path(path) != Path(root):
-        raise ValueError(f"tensors: path={str(path)!r} and root={str(root)!r} differ; give one")
-    file = _own_file("tensors", path if path is not None else root, download, "tensor file")
-    arrays = _read_tensor_file(file)
-    missing = [k for k in TENSOR_KEYS if k not in arrays]
-    if missing:
-        raise ValueError(
-            f"'{file}' lacks {', '.join(missing)}; a tensor data set holds "
-            f"{', '.join(TENSOR_KEYS)} (it has: {', '.join(sorted(arrays)) or 'nothing'})"
-        )
-    split = {}
-    for part in ("train", "test"):
-        x = _as_tensor(arrays[f"{part}_x"], f"{part}_x", file)
-        y = _labels(arrays[f"{part}_y"], f"{part}_y", file)
-        if x.ndim < 2:
-            raise ValueError(
-                f"'{file}': {part}_x has shape {tuple(x.shape)}; inputs are (N, "
-                "*input_shape), e.g. x.reshape(-1, 1) for one feature"
-            )
-        if len(x) != len(y):
-            raise ValueError(
-                f"'{file}': {part}_x has {len(x)} samples but {part}_y has "
-                f"{len(y)} labels; they must be paired one to one"
-            )
-        if len(x) == 0:
-            raise ValueError(f"'{file}': the {part} split is empty")
-        split[part] = (x.float(), y)
-    if split["train"][0].shape[1:] != split["test"][0].shape[1:]:
-        raise ValueError(
-            f"'{file}': train_x samples have shape {tuple(split['train'][0].shape[1:])} "
-            f"but test_x samples {tuple(split['test'][0].shape[1:])}; they must agree"
-        )
-    largest = int(max(split["train"][1].max(), split["test"][1].max()))
-    if num_classes is None and "num_classes" in arrays:
-        num_classes = int(np.asarray(arrays["num_classes"]).item())
-    if num_classes is None:
-        num_classes = largest + 1
-    elif largest >= num_classes:
-        raise ValueError(
-            f"'{file}': label {largest} does not fit num_classes={num_classes}; "
-            f"labels are 0..num_classes-1 (give num_classes={largest + 1} or more)"
-        )
-    (train_x, train_y), (test_x, test_y) = split["train"], split["test"]
-    return Dataset("tensors", train_x, train_y, test_x, test_y, num_classes=num_classes)
-
-
-def _read_tensor_file(file: Path) -> dict[str, object]:
-    """The named arrays of a .npz file, or the dict of a .pt file; nothing is unpickled."""
-    try:
-        if file.suffix == ".npz":
-            with np.load(file, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        payload = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception:  # torch/numpy read errors have no common type
-        kind = "npz file" if file.suffix == ".npz" else "torch file"
-        raise ValueError(
-            f"'{file}' is not a readable {kind} of tensors (corrupt, truncated, of another "
-            f"format, or holding pickled objects); save a dict of tensors or arrays with "
-            f"torch.save({{'train_x': ..., ...}}, path) or numpy.savez(path, train_x=..., ...)"
-        ) from None
-    if not isinstance(payload, dict):
-        raise ValueError(
-            f"'{file}' holds a {type(payload).__name__}, not a dict with "
-            f"{', '.join(TENSOR_KEYS)}; save one with torch.save({{...}}, path)"
-        )
-    return {str(k): v for k, v in payload.items()}
-
-
-def _as_tensor(value: object, key: str, file: Path) -> Tensor:
-    try:
-        t = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"'{file}': {key} is not an array of numbers ({err})") from None
-    if t.dtype == torch.bool or t.is_complex():
-        raise ValueError(f"'{file}': {key} holds {t.dtype} values; it must hold real numbers")
-    return t
-
-
-def _labels(value: object, key: str, file: Path) -> Tensor:
-    y = _as_tensor(value, key, file)
-    if y.is_floating_point():
-        raise ValueError(
-            f"'{file}': {key} holds {str(y.dtype).removeprefix('torch.')} values; class labels "
-            "must be integers 0..K-1: save y.long() (torch) or y.astype('int64') (numpy)"
-        )
-    if y.ndim != 1:
-        raise ValueError(
-            f"'{file}': {key} has shape {tuple(y.shape)}; labels are (N,), one "
-            "class index per sample (y.reshape(-1) if it is (N, 1))"
-        )
-    if len(y) and int(y.min()) < 0:
-        raise ValueError(
-            f"'{file}': {key} holds the negative label {int(y.min())}; class labels are 0..K-1"
-        )
-    return y.long()
-
-
 def imagefolder(
     root: str | Path | None = None,
     download: bool = False,
@@ -361,7 +296,7 @@ def imagefolder(
     for size x size, or (H, W); bilinear, aspect ratio not kept). Pixels are normalised per
     channel with the mean and std of the train images. No augmentation.
     """
-    folder = _own_file("imagefolder", root, download, "image folder")
+    folder = own_file("imagefolder", root, download, "image folder")
     if size is not None:
         pair = [size, size] if isinstance(size, int) else list(size)
         if len(pair) != 2 or not all(isinstance(s, int) and s >= 1 for s in pair):
@@ -377,6 +312,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": digits,
     "spiral": spiral,
     "moons": moons,
+    "toy1d": toy1d,
     "mnist": mnist,
     "fashion_mnist": fashion_mnist,
     "cifar10": cifar10,
@@ -386,7 +322,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 # Built in (no files): these ignore `root` and `download`, so one config shape fits all.
-_BUILT_IN = {"digits", "spiral", "moons"}
+_BUILT_IN = {"digits", "spiral", "moons", "toy1d"}
 
 
 def dataset_names() -> list[str]:
@@ -401,7 +337,7 @@ def load_dataset(
 
     root: folder holding the files of file-based sets (mnist, fashion_mnist, cifar10,
     cifar100) in torchvision's layout, your own image folder (imagefolder) or tensor file
-    (tensors); ignored by the built-in digits / spiral / moons.
+    (tensors); ignored by the built-in digits / spiral / moons / toy1d.
     download: fetch missing files with torchvision first (needs internet access).
     kwargs: passed to the builder, e.g. load_dataset("spiral", n_train=300, noise=0.1),
     load_dataset("tensors", path="my.npz"), load_dataset("imagefolder", root="pics", size=32).

@@ -27,14 +27,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from modeconn.curves import Curve, Line, curve_args
-from modeconn.evaluation import metrics, predict, prepare_point
-from modeconn.execution import autocast_name, eval_plan
+from modeconn.evaluation import metrics
+from modeconn.execution import autocast_name
+from modeconn.members import Member, alone, columns, compare, point_member, score_name, together
 from modeconn.store import SavedResult
+from modeconn.tasks import CLASSIFICATION, MetricColumns, check_task, task_loss, task_of
 from modeconn.training import TrainConfig, fit
 from modeconn.weights import fingerprint
 
@@ -92,35 +93,7 @@ def kl_divergence(log_probs_a: Tensor, log_probs_b: Tensor) -> float:
     return terms.sum(1).clamp_min(0).mean().item()
 
 
-# --------------------------------------------------------------------------- result files
-
-
 # --------------------------------------------------------------------------- evaluation
-
-
-def _point_log_probs(
-    model: nn.Module,
-    weights: Mapping[str, Tensor] | None,
-    data,
-    split: str = "test",
-    bn_samples: int | None = None,
-    batch_size: int | None = None,
-    autocast: str | None = None,
-    compile: bool = False,
-) -> Tensor:
-    """Log-probabilities (N, C) of one weight point on `split` of `data` (a `Dataset`).
-
-    BatchNorm statistics of `model` are recomputed for these weights on the un-augmented
-    train data first. `weights` holds parameters only (buffers come from `model`).
-    `autocast`, `compile`: how the forward passes run (see `evaluate_point`).
-    """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    run = dict(autocast=autocast, compile=compile)
-    weights = prepare_point(model, weights, data, bn_samples=bn_samples, **run)
-    plan = eval_plan(model, data.train_x, weights, autocast)
-    x = plan.layout(data.test_x if split == "test" else data.train_x)
-    return predict(model, x, weights, batch_size=batch_size or plan.batch_size, **run)
 
 
 def _as_ts(ts: int | Sequence[float] | Tensor | np.ndarray) -> np.ndarray:
@@ -137,64 +110,64 @@ def _as_ts(ts: int | Sequence[float] | Tensor | np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- along a curve
 
 
-@dataclass
-class EnsembleResult(SavedResult):
+def _scalars(task: str) -> tuple[str, ...]:
+    return tuple(
+        f"{who}_{kind}"
+        for who in ("start", "end", "reference")
+        for kind in (score_name(task), "nll")
+    )
+
+
+@dataclass(eq=False, init=False)
+class EnsembleResult(MetricColumns, SavedResult):
     """Ensembles {w1, phi(t)} along a curve (and the straight segment), test split.
 
-    Arrays have shape (T,): errors in %, NLL in nats, disagreement in %, KL in nats;
-    `member_*` is phi(t) alone, `ensemble_*` the two-member ensemble {w1, phi(t)},
-    `disagreement` / `kl` compare phi(t) with w1 (KL(p_w1 || p_phi(t))). `line_*` are the
-    same on the segment (1 - t) w1 + t w2 (None if not computed). `reference_*` is the
-    ensemble {w1, w2}; `start_*` / `end_*` are w1 / w2 alone.
+    Columns named after the data set's task (`modeconn.members.columns`), (T,) arrays read
+    as attributes. Classification: member_error, member_nll, ensemble_error, ensemble_nll
+    (errors in %, NLL in nats), disagreement (%) and kl (KL(p_w1 || p_phi(t)), nats).
+    Regression: member_mse, member_nll, ensemble_mse, ensemble_nll (the ensemble's mean
+    prediction and the NLL of its Gaussian mixture), sq_difference (mean squared difference
+    of phi(t)'s predictions from w1's) and kl (of their Gaussians). `member_*` is phi(t)
+    alone, `ensemble_*` the two-member ensemble {w1, phi(t)}. `line_*` are the same on the
+    segment (1 - t) w1 + t w2 (absent if not computed). Floats `reference_*` are the ensemble
+    {w1, w2}; `start_*` / `end_*` are w1 / w2 alone (`start_error` or `start_mse`, ...).
     """
 
     result_kind: ClassVar[str] = "EnsembleResult"
 
     ts: np.ndarray
-    member_error: np.ndarray
-    member_nll: np.ndarray
-    ensemble_error: np.ndarray
-    ensemble_nll: np.ndarray
-    disagreement: np.ndarray
-    kl: np.ndarray
-    start_error: float
-    start_nll: float
-    end_error: float
-    end_nll: float
-    reference_error: float
-    reference_nll: float
-    line_member_error: np.ndarray | None = None
-    line_member_nll: np.ndarray | None = None
-    line_ensemble_error: np.ndarray | None = None
-    line_ensemble_nll: np.ndarray | None = None
-    line_disagreement: np.ndarray | None = None
-    line_kl: np.ndarray | None = None
+    values: dict[str, Any]
+    task: str
     meta: dict[str, Any] | None = None
 
-    def __post_init__(self) -> None:
-        self.meta = dict(self.meta or {})
+    def __init__(
+        self,
+        ts: Any,
+        *,
+        task: str = CLASSIFICATION,
+        values: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        **columns_: Any,
+    ) -> None:
+        self.ts = np.asarray(ts, dtype=np.float64)
+        given = {k: v for k, v in {**(values or {}), **columns_}.items() if v is not None}
+        cols = columns(check_task(task))
+        line = tuple("line_" + c for c in cols) if any(k.startswith("line_") for k in given) else ()
+        self._set_values(task, given, {}, names=(*cols, *_scalars(task), *line))
+        self.meta = dict(meta or {})
 
     def ensemble_gain(self, t: float = 0.5, *, line: bool = False) -> float:
-        """start_error - ensemble_error at the computed t nearest `t` (positive: better).
-
-        `line=True` reads the straight segment's ensemble instead of the curve's.
-        """
-        errors = self.line_ensemble_error if line else self.ensemble_error
-        if errors is None:
+        """start - ensemble of the task's score (error %, or mse) at the computed t nearest
+        `t` (positive: better). `line=True` reads the straight segment's ensemble instead."""
+        name = ("line_ensemble_" if line else "ensemble_") + score_name(self.task)
+        if name not in self.values:
             raise ValueError("no line results here: run ensembles_along_curve(..., line=True)")
         i = int(np.argmin(np.abs(self.ts - t)))
-        return float(self.start_error - errors[i])
+        return float(self.values[f"start_{score_name(self.task)}"] - self.values[name][i])
 
 
-# Per-point columns, in this order (FGE uses the first four).
-_COLUMNS = ("member_error", "member_nll", "ensemble_error", "ensemble_nll", "disagreement", "kl")
-
-
-def _compare(w1: Tensor, lp: Tensor, y: Tensor) -> list[float]:
-    """The `_COLUMNS` of a point's log-probs `lp` (N, C) against w1's (alone, ensembled)."""
-    member, ens = metrics(lp, y), metrics(ensemble_log_probs([w1, lp]), y)
-    diversity = [disagreement(w1, lp), kl_divergence(w1, lp)]
-    return [member.error, member.nll, ens.error, ens.nll, *diversity]
+# Per-point columns of a classification study, in this order (FGE uses the first four).
+_COLUMNS = columns(CLASSIFICATION)
 
 
 @torch.no_grad()
@@ -221,17 +194,16 @@ def ensembles_along_curve(
     """
     began = time.perf_counter()
     ts = _as_ts(ts)
-    model, space, y = curve.model, curve.space, data.test_y
+    model, space, y, task = curve.model, curve.space, data.test_y, task_of(data)
+    run = dict(bn_samples=bn_samples, batch_size=batch_size, autocast=autocast, compile=compile)
 
-    def log_probs(weights: Mapping[str, Tensor]) -> Tensor:
-        return _point_log_probs(
-            model, weights, data, "test", bn_samples, batch_size, autocast, compile
-        )
+    def log_probs(weights: Mapping[str, Tensor]) -> Member:
+        return point_member(model, weights, data, **run)
 
     lp_start = log_probs(space.unflatten(curve.start))
     lp_end = log_probs(space.unflatten(curve.end))
 
-    def point_log_probs(point: Tensor) -> Tensor:
+    def point_log_probs(point: Tensor) -> Member:
         if torch.equal(point, curve.start):
             return lp_start
         if torch.equal(point, curve.end):
@@ -249,15 +221,22 @@ def ensembles_along_curve(
             if prefix and path is curve:  # the curve is the line already
                 rows[prefix].append(rows[""][-1])
                 continue
-            rows[prefix].append(_compare(lp_start, point_log_probs(path.point(float(t))), y))
-        bar.set_postfix(ens_err=f"{rows[''][-1][2]:.2f}")
+            member = point_log_probs(path.point(float(t)))
+            rows[prefix].append(compare(task, lp_start, member, y))
+        bar.set_postfix(ens=f"{rows[''][-1][2]:.4g}")
 
-    columns = {}
+    names, score = columns(task), score_name(task)
+    table_columns = {}
     for prefix, table in rows.items():
-        values = np.asarray(table, dtype=np.float64).reshape(len(ts), len(_COLUMNS))
-        columns.update({prefix + name: values[:, j] for j, name in enumerate(_COLUMNS)})
-    start, end = metrics(lp_start, y), metrics(lp_end, y)
-    reference = metrics(ensemble_log_probs([lp_start, lp_end]), y)
+        values = np.asarray(table, dtype=np.float64).reshape(len(ts), len(names))
+        table_columns.update({prefix + name: values[:, j] for j, name in enumerate(names)})
+    scalars = {}
+    for who, value in (
+        ("start", alone(task, lp_start, y)),
+        ("end", alone(task, lp_end, y)),
+        ("reference", together(task, [lp_start, lp_end], y)),
+    ):
+        scalars[f"{who}_{score}"], scalars[f"{who}_nll"] = value
     meta = {
         "dataset": getattr(data, "name", None),
         "curve": {"type": curve.kind, **curve_args(curve)},
@@ -269,17 +248,7 @@ def ensembles_along_curve(
         "line": line,
         "seconds": time.perf_counter() - began,
     }
-    return EnsembleResult(
-        ts=ts,
-        **columns,
-        start_error=start.error,
-        start_nll=start.nll,
-        end_error=end.error,
-        end_nll=end.nll,
-        reference_error=reference.error,
-        reference_nll=reference.nll,
-        meta=meta,
-    )
+    return EnsembleResult(ts=ts, task=task, **table_columns, **scalars, meta=meta)
 
 
 # --------------------------------------------------------------------------- FGE
@@ -299,29 +268,55 @@ def fge_lr(epoch: float, cycle: float, lr1: float, lr2: float) -> float:
     return min(max(lr, min(lr1, lr2)), max(lr1, lr2))  # guard against rounding
 
 
-@dataclass
-class FGEResult(SavedResult):
+@dataclass(eq=False, init=False)
+class FGEResult(MetricColumns, SavedResult):
     """Fast Geometric Ensembling on the test split.
 
     `snapshot_epochs` (S,): epochs (counted from the start of FGE) at which the rate reached
     lr2 and a snapshot was taken. `member_*` (S,): each snapshot alone; `ensemble_*` (S,):
     entry k-1 is the ensemble of the first k snapshots. `start_*`: the network FGE started
-    from. Errors in %, NLL in nats. `meta` holds the settings and the training history.
+    from. Classification: *_error (%) and *_nll (nats); regression: *_mse and *_nll (the
+    Gaussian mixture's, as in `ensembles_along_curve`). `meta` holds the settings and the
+    training history. Positional columns after snapshot_epochs are the classification
+    ones, in the order member_error, member_nll, ensemble_error, ensemble_nll, start_error,
+    start_nll.
     """
 
     result_kind: ClassVar[str] = "FGEResult"
 
     snapshot_epochs: np.ndarray
-    member_error: np.ndarray
-    member_nll: np.ndarray
-    ensemble_error: np.ndarray
-    ensemble_nll: np.ndarray
-    start_error: float
-    start_nll: float
+    values: dict[str, Any]
+    task: str
     meta: dict[str, Any] | None = None
 
-    def __post_init__(self) -> None:
-        self.meta = dict(self.meta or {})
+    def __init__(
+        self,
+        snapshot_epochs: Any,
+        *positional: Any,
+        task: str = CLASSIFICATION,
+        values: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        **columns_: Any,
+    ) -> None:
+        self.snapshot_epochs = np.asarray(snapshot_epochs)
+        names = _fge_names(check_task(task))
+        if len(positional) > len(names):
+            raise TypeError(f"FGEResult takes at most {len(names)} positional columns")
+        given = {**dict(zip(names, positional, strict=False)), **(values or {}), **columns_}
+        self._set_values(task, given, {}, names=names)
+        self.meta = dict(meta or {})
+
+
+def _fge_names(task: str) -> tuple[str, ...]:
+    score = score_name(task)
+    return (
+        f"member_{score}",
+        "member_nll",
+        f"ensemble_{score}",
+        "ensemble_nll",
+        f"start_{score}",
+        "start_nll",
+    )
 
 
 def fge(
@@ -366,12 +361,12 @@ def fge(
         raise ValueError(f"need lr1 >= lr2 >= 0 (lr1 high, lr2 low), got lr1={lr1}, lr2={lr2}")
     began = time.perf_counter()
     work = copy.deepcopy(model)
-    y = data.test_y
+    y, task = data.test_y, task_of(data)
 
     def params() -> dict[str, Tensor]:
         return {name: p.detach().clone() for name, p in work.named_parameters()}
 
-    start = metrics(_point_log_probs(work, params(), data, "test", bn_samples), y)
+    start = alone(task, point_member(work, params(), data, bn_samples=bn_samples), y)
 
     half = cycle // 2
     epochs = (cycles - 1) * cycle + half
@@ -389,7 +384,7 @@ def fge(
 
     def step(net: nn.Module, x: Tensor, target: Tensor, g: torch.Generator):
         logits = net(x)
-        return F.cross_entropy(logits, target), logits
+        return task_loss(task, logits, target), logits
 
     config = TrainConfig(
         epochs=epochs,
@@ -425,11 +420,17 @@ def fge(
 
     rows = []
     running = None  # logsumexp of the members' log-probs so far
+    members: list[Member] = []
     for k, (_, weights) in enumerate(tqdm(snapshots, desc="fge eval", disable=not progress)):
-        lp = _point_log_probs(work, weights, data, "test", bn_samples)
-        running = lp if running is None else torch.logaddexp(running, lp)
-        member, ens = metrics(lp, y), metrics(running - math.log(k + 1), y)  # first k + 1
-        rows.append([member.error, member.nll, ens.error, ens.nll])
+        member = point_member(work, weights, data, bn_samples=bn_samples)
+        if task == CLASSIFICATION:
+            lp = member.outputs
+            running = lp if running is None else torch.logaddexp(running, lp)
+            one, ens = metrics(lp, y), metrics(running - math.log(k + 1), y)  # first k + 1
+            rows.append([one.error, one.nll, ens.error, ens.nll])
+        else:
+            members.append(member)
+            rows.append([*alone(task, member, y), *together(task, members, y)])
     values = np.asarray(rows, dtype=np.float64).reshape(len(rows), 4)
 
     meta = {
@@ -452,8 +453,10 @@ def fge(
     }
     return FGEResult(
         snapshot_epochs=np.asarray([e for e, _ in snapshots], dtype=np.int64),
-        **{name: values[:, j] for j, name in enumerate(_COLUMNS[:4])},
-        start_error=start.error,
-        start_nll=start.nll,
+        values={
+            **{name: values[:, j] for j, name in enumerate(_fge_names(task)[:4])},
+            **dict(zip(_fge_names(task)[4:], start, strict=True)),
+        },
+        task=task,
         meta=meta,
     )

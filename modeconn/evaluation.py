@@ -1,4 +1,5 @@
-"""Evaluate weights on data: BatchNorm statistics recomputed, then loss and error.
+"""Evaluate weights on data: BatchNorm statistics recomputed, then the task's metrics
+(NLL and error for classification, mse for regression: `modeconn.tasks`).
 
 Everything that evaluates a point in weight space (a curve at t, a plane grid node, a random
 direction) comes down to `evaluate_point(model, weights, data)`: weights are a name->tensor
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from modeconn.execution import Runner, autocast_dtype, device_of, eval_plan, precision
+from modeconn.tasks import CLASSIFICATION, targets_like, task_of
 
 Batches = Tensor | Iterable[Tensor] | Iterable[tuple[Tensor, Tensor]]
 
@@ -212,6 +214,19 @@ class Metrics:
         return asdict(self)
 
 
+@dataclass
+class RegressionMetrics:
+    """Mean squared error over every target value of a split, and its number of samples.
+    The Gaussian NLL needs the train split's mse too (`modeconn.tasks`), so it is made from
+    these by the grid engine (`node_metrics`)."""
+
+    mse: float
+    samples: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
 @torch.inference_mode()
 def predict(
     model: nn.Module,
@@ -221,17 +236,22 @@ def predict(
     batch_size: int = 1024,
     compile: bool = False,
     autocast: str | torch.dtype | None = None,
+    task: str = CLASSIFICATION,
 ) -> Tensor:
     """Log-probabilities (N, C) of the network on inputs x (N, ...), in eval mode
     (`compile=True`: full-size batches through `torch.compile`, see `compiled`; `autocast`:
-    forward passes in lower precision, see `precision`), always float32."""
+    forward passes in lower precision, see `precision`), always float32. A regression
+    `task` returns the predictions (N, K) themselves."""
     mode = model.training
     model.eval()
     run = Runner(model, compile)
     try:
         with precision(x.device, autocast):
             outs = [run(weights, xb) for xb in torch.split(x, batch_size)]
-        outs = [F.log_softmax(out.float(), dim=1) for out in outs]
+        if task == CLASSIFICATION:
+            outs = [F.log_softmax(out.float(), dim=1) for out in outs]
+        else:
+            outs = [out.float() for out in outs]
     finally:
         model.train(mode)
     return torch.cat(outs)
@@ -244,6 +264,18 @@ def metrics(log_probs: Tensor, y: Tensor) -> Metrics:
     return Metrics(nll=nll, error=100.0 * wrong / len(y), samples=len(y))
 
 
+def regression_metrics(preds: Tensor, y: Tensor) -> RegressionMetrics:
+    """Mean squared error (in float64, over every target value) of predictions (N, K)
+    against targets (N, K) or (N,)."""
+    err = preds.double() - targets_like(preds, y).double()
+    return RegressionMetrics(mse=(err**2).mean().item(), samples=len(y))
+
+
+def task_metrics(task: str, out: Tensor, y: Tensor) -> Metrics | RegressionMetrics:
+    """`metrics` of log-probabilities or `regression_metrics` of predictions, by task."""
+    return metrics(out, y) if task == CLASSIFICATION else regression_metrics(out, y)
+
+
 def evaluate(
     model: nn.Module,
     x: Tensor,
@@ -253,10 +285,12 @@ def evaluate(
     batch_size: int = 1024,
     compile: bool = False,
     autocast: str | torch.dtype | None = None,
-) -> Metrics:
-    """NLL and error (%) of the network on inputs x (N, ...) and labels y (N,), in eval mode."""
-    kw = dict(batch_size=batch_size, compile=compile, autocast=autocast)
-    return metrics(predict(model, x, weights, **kw), y)
+    task: str = CLASSIFICATION,
+) -> Metrics | RegressionMetrics:
+    """NLL and error (%) of the network on inputs x (N, ...) and labels y (N,), in eval mode;
+    for a regression `task`, the mse against targets y."""
+    kw = dict(batch_size=batch_size, compile=compile, autocast=autocast, task=task)
+    return task_metrics(task, predict(model, x, weights, **kw), y)
 
 
 def prepare_point(
@@ -306,8 +340,9 @@ def evaluate_point(
     compile: bool = False,
     autocast: str | torch.dtype | None = None,
     eval_data=None,
-) -> dict[str, Metrics]:
-    """Recompute BatchNorm statistics on un-augmented train data, then evaluate each split.
+) -> dict[str, Metrics | RegressionMetrics]:
+    """Recompute BatchNorm statistics on un-augmented train data, then evaluate each split
+    (`Metrics`; `RegressionMetrics` for a regression data set).
 
     `eval_data`: a `Dataset` whose splits are evaluated instead of `data`'s (an evaluation
     subset, `modeconn.engine.subset`); the statistics still come from `data`.
@@ -333,6 +368,7 @@ def evaluate_point(
         autocast=autocast,
     )
     out = {}
+    task = task_of(data)
     source = data if eval_data is None else eval_data
     for split in splits:
         x, y = getattr(source, f"{split}_x"), getattr(source, f"{split}_y")
@@ -345,5 +381,6 @@ def evaluate_point(
             batch_size=batch_size or plan.batch_size,
             compile=compile,
             autocast=autocast,
+            task=task,
         )
     return out

@@ -6,15 +6,16 @@ metrics). The loss reported is the paper's training objective,
 
     loss(t) = nll(t) + 0.5 * wd * ||phi(t)||^2,
 
-on both splits, next to the plain nll and the error (%). The Euclidean distances between
+on both splits, next to the plain nll and the error (%); for a regression data set the data
+term is the mse, next to a Gaussian nll (`modeconn.tasks`). The Euclidean distances between
 consecutive points give the arc length that weights the "integral over the curve" summaries.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,13 +24,14 @@ import torch
 
 from modeconn.curves import Curve, curve_args
 from modeconn.engine import (
-    METRICS,
+    METRICS,  # noqa: F401 (the classification metrics, imported from here by users)
     EvalSettings,
     evaluate_grid,
     finite_stats,
     resolve_settings,
 )
 from modeconn.store import PartialGrid, SavedResult, plain_meta
+from modeconn.tasks import CLASSIFICATION, MetricColumns, barrier_metrics, task_of
 from modeconn.weights import WeightSpace, fingerprint
 
 # Barrier definitions in use (both on the same sampled profile L(t)):
@@ -40,8 +42,9 @@ BARRIERS = {
     # Frankle et al. 2020 (linear mode connectivity): max_t L(t) - (L(0) + L(1)) / 2
     "frankle": "max_t L(t) - (L(0) + L(1)) / 2",
 }
-# What a path reports by default: the data term (nll, no weight decay) and the error.
-BARRIER_METRICS = ("train_nll", "train_error", "test_nll", "test_error")
+# What a classification path reports by default: the data term (nll, no weight decay) and
+# the error (`barrier_metrics(task)` gives every task's).
+BARRIER_METRICS = barrier_metrics(CLASSIFICATION)
 
 
 def barrier(
@@ -96,39 +99,49 @@ def weighted_mean(values: np.ndarray, lengths: np.ndarray, ts: np.ndarray) -> fl
     return float(np.mean(values))
 
 
-@dataclass(eq=False)
-class PathResult(SavedResult):
+@dataclass(eq=False, init=False)
+class PathResult(MetricColumns, SavedResult):
     """Metrics at T points along a curve; each metric is a (T,) float64 array.
 
-    `*_loss` include the weight-decay term 0.5 * wd * ||phi(t)||^2 (the paper's train loss),
-    `*_nll` are the data term alone; errors are in percent. Barriers (`barrier`, `barriers`)
-    default to the nll and the error.
+    The metrics are the data set's task's (`modeconn.tasks.metric_names`), read as
+    attributes: classification train_loss, train_nll, train_error, test_loss, test_nll,
+    test_error; regression train_loss, train_mse, train_nll, test_loss, test_mse, test_nll.
+    `*_loss` add the weight-decay term 0.5 * wd * ||phi(t)||^2 to the data term (the nll, or
+    the mse: the paper's train loss); errors are in percent. Barriers (`barrier`,
+    `barriers`) default to the task's data terms (`barrier_metrics`).
     arc_length (T-1,): Euclidean distance in weight space between consecutive points.
+    Built as PathResult(ts=..., train_loss=..., ..., arc_length=..., task=..., meta=...), or
+    with the metrics as one `values` dict.
     """
 
     ts: np.ndarray
-    train_loss: np.ndarray
-    train_nll: np.ndarray
-    train_error: np.ndarray
-    test_loss: np.ndarray
-    test_nll: np.ndarray
-    test_error: np.ndarray
+    values: dict[str, np.ndarray]
     arc_length: np.ndarray
+    task: str
     meta: dict[str, Any] = field(default_factory=dict)
 
     result_kind: ClassVar[str] = "PathResult"
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            if f.name != "meta":
-                setattr(self, f.name, np.asarray(getattr(self, f.name), dtype=np.float64))
+    def __init__(
+        self,
+        ts: Any,
+        arc_length: Any,
+        *,
+        task: str = CLASSIFICATION,
+        values: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        **metrics: Any,
+    ) -> None:
+        self.ts = np.asarray(ts, dtype=np.float64)
+        self.arc_length = np.asarray(arc_length, dtype=np.float64)
+        self._set_values(task, values, metrics)
         n = len(self.ts)
-        for name in METRICS:
-            if getattr(self, name).shape != (n,):
-                raise ValueError(f"{name} must have shape ({n},), got {getattr(self, name).shape}")
+        for name, value in self.values.items():
+            if value.shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},), got {value.shape}")
         if self.arc_length.shape != (max(n - 1, 0),):
             raise ValueError(f"arc_length must have shape ({n - 1},), got {self.arc_length.shape}")
-        self.meta = plain_meta(self.meta)
+        self.meta = plain_meta(meta or {})
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Per metric: min, max and mean over the finite values, how many points are NaN or
@@ -136,10 +149,10 @@ class PathResult(SavedResult):
         weighted mean (NaN if any point is not finite)."""
         return {
             name: {
-                **finite_stats(getattr(self, name)),
-                "weighted_mean": weighted_mean(getattr(self, name), self.arc_length, self.ts),
+                **finite_stats(values),
+                "weighted_mean": weighted_mean(values, self.arc_length, self.ts),
             }
-            for name in METRICS
+            for name, values in self.values.items()
         }
 
     def barrier(self, metric: str = "train_nll", definition: str = "entezari") -> float:
@@ -147,14 +160,18 @@ class PathResult(SavedResult):
         definitions). The default is the train nll: "train_loss" adds the weight-decay term
         0.5 wd ||phi(t)||^2, which can hide a barrier of the data term (it is larger at the
         endpoints than between them), so it is there on request only."""
-        if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
-        return barrier(self.ts, getattr(self, metric), definition)
+        if metric not in self.values:
+            raise ValueError(
+                f"unknown metric {metric!r}; valid metrics of this {self.task} path: "
+                f"{', '.join(self.values)}"
+            )
+        return barrier(self.ts, self.values[metric], definition)
 
     def barriers(self) -> dict[str, dict[str, float]]:
-        """Both barrier definitions of the nll and the error on both splits:
-        {metric: {"entezari": ..., "frankle": ...}} for metric in BARRIER_METRICS."""
-        return {m: {d: self.barrier(m, d) for d in BARRIERS} for m in BARRIER_METRICS}
+        """Both barrier definitions of the task's data terms on both splits (nll and error
+        for classification, mse and nll for regression: `barrier_metrics`):
+        {metric: {"entezari": ..., "frankle": ...}}."""
+        return {m: {d: self.barrier(m, d) for d in BARRIERS} for m in barrier_metrics(self.task)}
 
 
 def _as_ts(ts: int | Sequence[float]) -> np.ndarray:
@@ -183,7 +200,8 @@ def evaluate_path(
     shard: tuple[int, int] | None = None,
     **engine: Any,
 ) -> PathResult | None:
-    """Train/test loss, nll and error (%) at each t along `curve` (any `Curve`, a `Line` too).
+    """Train/test loss, nll and error (%) at each t along `curve` (any `Curve`, a `Line` too);
+    for a regression data set loss, mse and Gaussian nll (`modeconn.tasks`).
 
     ts: number of equally spaced points on [0, 1] (endpoints included), or the t values.
     wd: weight decay of the reported loss, nll + 0.5 * wd * ||phi(t)||^2 (5e-4 as in the paper;
@@ -230,7 +248,9 @@ def evaluate_path(
         **grid.meta,
         "length": math.fsum(lengths),
     }
-    result = PathResult(ts=ts, **grid.values, arc_length=np.asarray(lengths), meta=meta)
+    result = PathResult(
+        ts=ts, values=grid.values, arc_length=np.asarray(lengths), task=task_of(data), meta=meta
+    )
     if partial is not None:
         PartialGrid.remove_files(partial)
     return result

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,8 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from modeconn.curves import Curve, curve_args
-from modeconn.engine import METRICS, EvalSettings, evaluate_grid, finite_stats, resolve_settings
+from modeconn.engine import EvalSettings, evaluate_grid, finite_stats, resolve_settings
 from modeconn.store import PartialGrid, SavedResult, plain_meta
+from modeconn.tasks import CLASSIFICATION, MetricColumns, task_of
 from modeconn.weights import WeightSpace, fingerprint
 
 PointLike = Tensor | Mapping[str, Tensor] | nn.Module
@@ -193,11 +194,13 @@ class Plane:
         return self.space.unflatten(self.point(x, y))
 
 
-@dataclass(eq=False)
-class PlaneResult(SavedResult):
+@dataclass(eq=False, init=False)
+class PlaneResult(MetricColumns, SavedResult):
     """Metrics on a Gx x Gy grid over a plane: metric[i, j] is at (x[i], y[j]).
 
-    Losses include 0.5 * wd * ||w||^2; errors are in percent. anchors (K, 2): coordinates of
+    The metrics are the data set's task's (`modeconn.tasks.metric_names`), read as
+    attributes (`result.train_loss`, `result.test_error` or `result.test_mse`). Losses
+    include 0.5 * wd * ||w||^2; errors are in percent. anchors (K, 2): coordinates of
     start, end and the bend(s), named by anchor_names. curve_xy (T, 2): projection of points
     phi(t) of a curve onto the plane, curve_distance (T,): their distance from it (both empty
     when no curve was given). anchor_distance (K,): each anchor's distance from the plane (a
@@ -206,46 +209,60 @@ class PlaneResult(SavedResult):
 
     x: np.ndarray
     y: np.ndarray
-    train_loss: np.ndarray
-    train_nll: np.ndarray
-    train_error: np.ndarray
-    test_loss: np.ndarray
-    test_nll: np.ndarray
-    test_error: np.ndarray
+    values: dict[str, np.ndarray]
     anchors: np.ndarray
     anchor_names: list[str]
     curve_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     curve_distance: np.ndarray = field(default_factory=lambda: np.zeros(0))
     anchor_distance: np.ndarray | None = None
+    task: str = CLASSIFICATION
     meta: dict[str, Any] = field(default_factory=dict)
 
     result_kind: ClassVar[str] = "PlaneResult"
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            if f.name == "anchor_distance" and self.anchor_distance is None:
-                continue  # results saved before the field existed
-            if f.name not in ("meta", "anchor_names"):
-                setattr(self, f.name, np.asarray(getattr(self, f.name), dtype=np.float64))
-        self.anchor_names = [str(n) for n in np.asarray(self.anchor_names).tolist()]
-        self.anchors = self.anchors.reshape(-1, 2)
-        self.curve_xy = self.curve_xy.reshape(-1, 2)
+    def __init__(
+        self,
+        x: Any,
+        y: Any,
+        *,
+        anchors: Any,
+        anchor_names: Any,
+        curve_xy: Any = None,
+        curve_distance: Any = None,
+        anchor_distance: Any = None,
+        task: str = CLASSIFICATION,
+        values: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        **metrics: Any,
+    ) -> None:
+        def floats(value: Any, empty: tuple[int, ...]) -> np.ndarray:
+            return np.asarray(np.zeros(empty) if value is None else value, dtype=np.float64)
+
+        self.x, self.y = floats(x, (0,)), floats(y, (0,))
+        self._set_values(task, values, metrics)
+        self.anchors = floats(anchors, (0, 2)).reshape(-1, 2)
+        self.anchor_names = [str(n) for n in np.asarray(anchor_names).tolist()]
+        self.curve_xy = floats(curve_xy, (0, 2)).reshape(-1, 2)
+        self.curve_distance = floats(curve_distance, (0,))
+        self.anchor_distance = None  # results saved before the field existed
+        if anchor_distance is not None:
+            self.anchor_distance = floats(anchor_distance, (0,))
         shape = (len(self.x), len(self.y))
-        for name in METRICS:
-            if getattr(self, name).shape != shape:
-                raise ValueError(f"{name} must have shape {shape}, got {getattr(self, name).shape}")
+        for name, value in self.values.items():
+            if value.shape != shape:
+                raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
         if len(self.anchor_names) != len(self.anchors):
             raise ValueError(f"{len(self.anchor_names)} anchor_names for {len(self.anchors)}")
         if self.curve_distance.shape != (len(self.curve_xy),):
             raise ValueError("curve_distance must have one entry per row of curve_xy")
         if self.anchor_distance is not None and self.anchor_distance.shape != (len(self.anchors),):
             raise ValueError("anchor_distance must have one entry per anchor")
-        self.meta = plain_meta(self.meta)
+        self.meta = plain_meta(meta or {})
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Per metric: min, max and mean over the finite nodes and the number of NaN or inf
         nodes (`non_finite`: diverged nodes are recorded, not dropped)."""
-        return {name: finite_stats(getattr(self, name)) for name in METRICS}
+        return {name: finite_stats(values) for name, values in self.values.items()}
 
 
 def _grid_sizes(grid: int | tuple[int, int]) -> tuple[int, int]:
@@ -302,7 +319,8 @@ def evaluate_plane(
     shard: tuple[int, int] | None = None,
     **engine: Any,
 ) -> PlaneResult | None:
-    """Train/test loss, nll and error (%) at every node of a grid over `plane`.
+    """Train/test loss, nll and error (%) at every node of a grid over `plane` (loss, mse
+    and Gaussian nll for a regression data set: `modeconn.tasks`).
 
     The grid spans the bounding box of the anchors (the curve's control points if `curve` is
     given, else `plane.anchors`), widened by margin * range on each side; margin is one number
@@ -386,7 +404,8 @@ def evaluate_plane(
     result = PlaneResult(
         xs,
         ys,
-        **values.values,
+        values=values.values,
+        task=task_of(data),
         anchors=anchors,
         anchor_names=names,
         curve_xy=curve_xy,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import pickle
 import re
@@ -567,14 +566,17 @@ class SavedResult:
 
     def save(self, path: str | Path) -> Path:
         """Write `path`.npz and `path`.json atomically; returns the .npz path."""
+        return save_result(path, self._arrays(), {**self.meta, "result": self.result_kind})
+
+    def _arrays(self) -> dict[str, Any]:
+        """What goes to the .npz file: every field but `meta` that is not None."""
         import numpy as np
 
-        arrays = {
+        return {
             f.name: np.asarray(getattr(self, f.name))
             for f in fields(self)
             if f.name != "meta" and getattr(self, f.name) is not None
         }
-        return save_result(path, arrays, {**self.meta, "result": self.result_kind})
 
     @classmethod
     def load(cls, path: str | Path):
@@ -587,6 +589,11 @@ class SavedResult:
                 "load it with the matching result class"
             )
         meta.pop("versions", None)
+        return cls._from_arrays(arrays, meta, path)
+
+    @classmethod
+    def _from_arrays(cls, arrays: dict[str, Any], meta: dict[str, Any], path: str | Path):
+        """The result from the arrays and metadata `load` read (the inverse of `_arrays`)."""
         kwargs: dict[str, Any] = {}
         for f in fields(cls):
             if f.name == "meta":
@@ -605,15 +612,12 @@ class SavedResult:
 
         if type(other) is not type(self):
             return NotImplemented
-        for f in fields(self):
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-                a, b = np.asarray(a), np.asarray(b)
-                if a.shape != b.shape or not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
-                    return False
-            elif a != b and not (
-                isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
-            ):
+        mine, theirs = self._arrays(), other._arrays()
+        if set(mine) != set(theirs) or self.meta != other.meta:
+            return False
+        for name, a in mine.items():
+            b = theirs[name]
+            if a.shape != b.shape or not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
                 return False
         return True
 

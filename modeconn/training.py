@@ -21,13 +21,13 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from modeconn.curves import Curve, curve_args
 from modeconn.interrupt import save_on_interrupt
 from modeconn.store import load_checkpoint, save_checkpoint
+from modeconn.tasks import CLASSIFICATION, batch_score, task_loss, task_of
 
 
 @dataclass
@@ -166,6 +166,8 @@ def fit(
     """
     if lr_fn is None:
         lr_fn = lambda e: lr_schedule(config.lr, e / config.epochs)  # noqa: E731
+    task = task_of(data)
+    scored = "train_error" if task == CLASSIFICATION else "train_mse"
     optimizer = torch.optim.SGD(
         params, lr=config.lr, momentum=config.momentum, weight_decay=weight_decay
     )
@@ -265,7 +267,7 @@ def fit(
         for epoch in bar:
             current[0] = epoch
             module.train()
-            began, loss_sum, wrong, seen = time.perf_counter(), 0.0, 0, 0
+            began, loss_sum, score, seen = time.perf_counter(), 0.0, 0.0, 0
             batches = data.batches(
                 "train",
                 config.batch_size,
@@ -305,25 +307,23 @@ def fit(
                 optimizer.step()
                 if counted:
                     loss_sum += loss.item() * len(y)
-                    wrong += (logits.argmax(1) != y).sum().item()
+                    score += batch_score(task, logits, y)  # wrong predictions, or sum of mse
                     seen += len(y)
             if world > 1:
-                totals = torch.tensor([loss_sum, wrong, seen], dtype=torch.float64, device=device)
+                totals = torch.tensor([loss_sum, score, seen], dtype=torch.float64, device=device)
                 dist.all_reduce(totals)
-                loss_sum, wrong, seen = (
-                    totals[0].item(),
-                    int(totals[1].item()),
-                    int(totals[2].item()),
-                )
+                loss_sum, score, seen = totals[0].item(), totals[1].item(), int(totals[2].item())
             record = {
                 "epoch": epoch + 1,
                 "lr": lr,
                 "train_loss": loss_sum / seen,
-                "train_error": 100.0 * wrong / seen,
+                # classification: error (%) of the training batches; regression: their mse
+                scored: (100.0 * score if task == CLASSIFICATION else score) / seen,
                 "seconds": time.perf_counter() - began,
             }
             result.history.append(record)
-            bar.set_postfix(loss=f"{record['train_loss']:.4f}", err=f"{record['train_error']:.2f}")
+            shown = "err" if task == CLASSIFICATION else "mse"
+            bar.set_postfix(loss=f"{record['train_loss']:.4f}", **{shown: f"{record[scored]:.4g}"})
             done = epoch + 1
             for callback in callbacks:
                 callback(done, record)
@@ -344,15 +344,18 @@ def train_endpoint(
     meta: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callable[[int, dict[str, float]], None]] = (),
 ) -> TrainResult:
-    """Train a network with SGD on cross-entropy, weight decay `config.wd` in the optimizer.
+    """Train a network with SGD on the task's loss (cross-entropy; mse for a regression data
+    set: `modeconn.tasks.task_loss`), weight decay `config.wd` in the optimizer.
 
     `meta` (model name/arguments, data set, ...) goes into the checkpoint; a checkpoint that
     exists at `checkpoint` is resumed (or returned at once if finished).
     """
 
+    task = task_of(data)
+
     def step(net: nn.Module, x: Tensor, y: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
         logits = net(x)
-        return F.cross_entropy(logits, y), logits
+        return task_loss(task, logits, y), logits
 
     return fit(
         model,
@@ -370,9 +373,16 @@ def train_endpoint(
 
 
 def curve_step_loss(
-    curve: Curve, x: Tensor, y: Tensor, t: float, wd: float, forward: nn.Module | None = None
+    curve: Curve,
+    x: Tensor,
+    y: Tensor,
+    t: float,
+    wd: float,
+    forward: nn.Module | None = None,
+    task: str = CLASSIFICATION,
 ) -> tuple[Tensor, Tensor]:
-    """Loss of one curve step at t: CE(phi(t)) + 0.5 * wd * ||phi(t)||^2, and the logits.
+    """Loss of one curve step at t: CE(phi(t)) + 0.5 * wd * ||phi(t)||^2, and the logits
+    (for a regression `task`, MSE(phi(t)) instead of CE: `modeconn.tasks.task_loss`).
 
     The regulariser's gradient, wd * phi(t), is folded into phi's backward pass
     (`Curve.train_output`); its value is added here as a constant. `forward`: the module
@@ -381,7 +391,7 @@ def curve_step_loss(
     """
     wd = wd if curve.bends.requires_grad else 0.0
     logits, sq = (forward or curve.train_output)(x, t, wd)
-    loss = F.cross_entropy(logits, y)
+    loss = task_loss(task, logits, y)
     if wd:
         loss = loss + 0.5 * wd * sq
     return loss, logits
@@ -410,10 +420,11 @@ def train_curve(
     """Train the bends of `curve`: t ~ U[0, 1] per mini-batch, SGD through the chain rule."""
     if curve.num_bends == 0:
         raise ValueError("a Line has no bends to train; use Bezier or PolyChain")
+    task = task_of(data)
 
     def step(net: nn.Module, x: Tensor, y: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
         t = torch.rand((), generator=g).item()
-        return curve_step_loss(curve, x, y, t, config.wd, forward=net)
+        return curve_step_loss(curve, x, y, t, config.wd, forward=net, task=task)
 
     def load(state: Mapping[str, Tensor]) -> None:
         for name in ("start", "end"):

@@ -6,25 +6,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TinyNet, compose_app
+from conftest import compose_app
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_resume import make_curve
 
 from modeconn.apps import evaluate
-from modeconn.curves import Bezier
 from modeconn.engine import EvalSettings, eval_subset, merge_shards, stratified_indices
 from modeconn.evaluation import evaluate_point
 from modeconn.path import evaluate_path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "modeconn"
-
-
-def _curve():
-    torch.manual_seed(0)
-    curve = Bezier(TinyNet(), TinyNet(), TinyNet())
-    with torch.no_grad():
-        curve.bends.add_(torch.randn_like(curve.bends))
-    return curve
 
 
 # --- settings ---------------------------------------------------------------------------------
@@ -54,7 +46,7 @@ def test_an_unknown_engine_option_is_refused_with_the_valid_ones():
 
 def test_keyword_options_and_a_settings_object_together_are_refused(data):
     with pytest.raises(ValueError, match="either as settings"):
-        evaluate_path(_curve(), data, ts=2, settings=EvalSettings(), bn_samples=10)
+        evaluate_path(make_curve(), data, ts=2, settings=EvalSettings(), bn_samples=10)
 
 
 def test_the_engine_config_group_builds_the_settings_of_every_evaluating_app():
@@ -89,7 +81,7 @@ def test_stratified_subset_is_fixed_by_its_seed(data):
 
 
 def test_eval_subset_metrics_equal_the_subset_with_statistics_of_the_whole_train_set(data):
-    curve, engine = _curve(), EvalSettings(eval_samples=(120, 40))
+    curve, engine = make_curve(), EvalSettings(eval_samples=(120, 40))
     path = evaluate_path(curve, data, ts=[0.0, 0.5, 1.0], settings=engine, progress=False, wd=0)
     sub = eval_subset(data, engine)
     assert len(sub.train_x) == 120 and len(sub.test_x) == 40
@@ -114,14 +106,14 @@ def test_a_partial_file_of_another_eval_subset_is_refused(data, tmp_path, monkey
 
     monkeypatch.setattr(grid, "evaluate_point", stop_at_the_second)
     with pytest.raises(KeyboardInterrupt):
-        evaluate_path(_curve(), data, ts=3, partial=partial, progress=False, eval_samples=50)
+        evaluate_path(make_curve(), data, ts=3, partial=partial, progress=False, eval_samples=50)
     monkeypatch.setattr(grid, "evaluate_point", original)
     with pytest.raises(ValueError, match="differing keys: eval_samples"):
-        evaluate_path(_curve(), data, ts=3, partial=partial, progress=False, eval_samples=60)
+        evaluate_path(make_curve(), data, ts=3, partial=partial, progress=False, eval_samples=60)
 
 
 def test_the_2018_batchnorm_estimator_reaches_the_path(data):
-    curve = _curve()
+    curve = make_curve()
     path = evaluate_path(curve, data, ts=[0.5], progress=False, bn_exact=False)
     ref = evaluate_point(curve.model, curve.weights(0.5), data, bn_exact=False)
     exact = evaluate_point(curve.model, curve.weights(0.5), data)
@@ -133,7 +125,7 @@ def test_the_2018_batchnorm_estimator_reaches_the_path(data):
 
 
 def test_path_shards_merge_to_the_single_process_path(data, tmp_path):
-    curve = _curve()
+    curve = make_curve()
     files = [tmp_path / f"shard{k}" for k in range(3)]
     for k, f in enumerate(files):
         assert evaluate_path(curve, data, ts=7, partial=f, shard=(k, 3), progress=False) is None

@@ -102,7 +102,9 @@ def test_stopped_plane_job_saves_its_points_and_says_so_in_one_line(
     calls = []
     original = modeconn.engine.grid.evaluate_point
     monkeypatch.setattr(
-        modeconn.engine.grid, "evaluate_point", lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+        modeconn.engine.grid,
+        "evaluate_point",
+        lambda *a, **k: (calls.append(1), original(*a, **k))[1],
     )
     cfg = compose_app("plane", [o for o in _overrides(tmp_path) if not o.startswith("hydra")])
     with caplog.at_level(logging.INFO, logger="modeconn"):

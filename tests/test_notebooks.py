@@ -25,6 +25,7 @@ assert all(isinstance(f, matplotlib.figure.Figure) for f in ({figures},))
 FIGURES = {
     "plane_visualization": ("fig_plane", "fig_path"),
     "ensemble_diversity": ("fig_ens", "fig_fge"),
+    "functions_along_curve": ("fig_path", "fig_functions"),
 }
 
 

@@ -141,7 +141,9 @@ def test_interrupted_path_resumes_without_recomputing(tmp_path, monkeypatch):
     calls = interrupt_path(partial, 7, 3, monkeypatch)
     calls.clear()
     monkeypatch.setattr(
-        modeconn.engine.grid, "evaluate_point", lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+        modeconn.engine.grid,
+        "evaluate_point",
+        lambda *a, **k: (calls.append(1), original(*a, **k))[1],
     )
     resumed = evaluate_path(make_curve(), data, ts=7, partial=partial, progress=False)
     assert len(calls) == 7 - 3

@@ -114,12 +114,16 @@ def run(cfg: DictConfig) -> dict:
     if rank != 0:
         return {"checkpoint": str(path)}
     middle = evaluate_point(curve.model, curve.weights(0.5), data)
-    log.info(
-        "curve %s at t=0.5: train nll %.4f, test error %.2f %%",
-        path,
-        middle["train"].nll,
-        middle["test"].error,
-    )
+    if data.task == "regression":
+        train, test = middle["train"].mse, middle["test"].mse
+        log.info("curve %s at t=0.5: train mse %.4f, test mse %.4f", path, train, test)
+    else:
+        log.info(
+            "curve %s at t=0.5: train nll %.4f, test error %.2f %%",
+            path,
+            middle["train"].nll,
+            middle["test"].error,
+        )
     return {"checkpoint": str(path), "middle": {k: v.as_dict() for k, v in middle.items()}}
 
 

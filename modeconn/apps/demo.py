@@ -24,32 +24,49 @@ def _stage(cfg: dict) -> DictConfig:
 def summary_table(paths: dict, ens, plane_result, timings: dict[str, float]) -> str:
     """The numbers a researcher looks at first, as a plain-text table: barriers of the train
     nll and the test error under both definitions in use (E: Entezari et al., the excess over
-    the endpoints' interpolation; F: Frankle et al., the excess over their mean)."""
-    rows = [
-        f"{'':16s}{'max train':>10s}{'train nll barrier':>20s}{'test error barrier':>20s}"
-        f"{'test error':>17s}",
-        f"{'':16s}{'nll':>10s}{'E':>10s}{'F':>10s}{'E':>10s}{'F':>10s}{'min':>8s}{'max':>9s}",
-    ]
-    for name, r in (("straight line", paths["line"]), ("Bezier curve", paths["curve"])):
-        b = r.barriers()
-        rows.append(
-            f"{name:16s}{r.train_nll.max():10.4f}"
-            f"{b['train_nll']['entezari']:10.4f}{b['train_nll']['frankle']:10.4f}"
-            f"{b['test_error']['entezari']:9.2f}%{b['test_error']['frankle']:9.2f}%"
-            f"{r.test_error.min():7.2f}%{r.test_error.max():8.2f}%"
-        )
+    the endpoints' interpolation; F: Frankle et al., the excess over their mean). For a
+    regression data set the train mse and the test mse take their places."""
     c, line = paths["curve"], paths["line"]
-    ratio = line.train_nll.max() / c.train_nll.max()
-    mid = ens.start_error - ens.ensemble_gain(0.5)
+    term, score = ("nll", "error") if c.task == "classification" else ("mse", "mse")
+
+    def cell(value: float, width: int) -> str:  # errors in %, mse as it is
+        return f"{value:{width - 1}.2f}%" if score == "error" else f"{value:{width}.4f}"
+
+    rows = [
+        f"{'':16s}{'max train':>10s}{f'train {term} barrier':>20s}"
+        f"{f'test {score} barrier':>20s}{f'test {score}':>17s}",
+        f"{'':16s}{term:>10s}{'E':>10s}{'F':>10s}{'E':>10s}{'F':>10s}{'min':>8s}{'max':>9s}",
+    ]
+    for name, r in (("straight line", line), ("Bezier curve", c)):
+        b, train, test = r.barriers(), f"train_{term}", f"test_{score}"
+        rows.append(
+            f"{name:16s}{getattr(r, train).max():10.4f}"
+            f"{b[train]['entezari']:10.4f}{b[train]['frankle']:10.4f}"
+            f"{cell(b[test]['entezari'], 10)}{cell(b[test]['frankle'], 10)}"
+            f"{cell(getattr(r, test).min(), 8)}{cell(getattr(r, test).max(), 9)}"
+        )
+    ratio = getattr(line, f"train_{term}").max() / getattr(c, f"train_{term}").max()
+    start, reference = getattr(ens, f"start_{score}"), getattr(ens, f"reference_{score}")
+    mid = start - ens.ensemble_gain(0.5)
+    ends = getattr(c, f"test_{score}")
+    gain, unit = (
+        (f"{ens.ensemble_gain(0.5):+.2f} points", "%")
+        if score == "error"
+        else (
+            f"{ens.ensemble_gain(0.5):+.4f}",
+            "",
+        )
+    )
+    fmt = ".2f" if score == "error" else ".4f"
     rows += [
         "E: max_t L(t) - ((1 - t) L(0) + t L(1))  (Entezari et al. 2022)",
         "F: max_t L(t) - (L(0) + L(1)) / 2        (Frankle et al. 2020)",
         "",
-        f"line / curve max train nll: {ratio:.1f}x; max train loss with the l2 term (the "
+        f"line / curve max train {term}: {ratio:.1f}x; max train loss with the l2 term (the "
         f"paper's objective): line {line.train_loss.max():.4f}, curve {c.train_loss.max():.4f}",
-        f"endpoint test error: w1 {c.test_error[0]:.2f}%, w2 {c.test_error[-1]:.2f}%",
-        f"ensemble {{w1, phi(0.5)}}: {mid:.2f}% test error (gain over w1: "
-        f"{ens.ensemble_gain(0.5):+.2f} points); {{w1, w2}}: {ens.reference_error:.2f}%",
+        f"endpoint test {score}: w1 {ends[0]:{fmt}}{unit}, w2 {ends[-1]:{fmt}}{unit}",
+        f"ensemble {{w1, phi(0.5)}}: {mid:{fmt}}{unit} test {score} (gain over w1: "
+        f"{gain}); {{w1, w2}}: {reference:{fmt}}{unit}",
         f"plane {len(plane_result.x)}x{len(plane_result.y)}: train loss "
         f"{plane_result.train_loss.min():.4f} .. {plane_result.train_loss.max():.4f}",
         "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()),

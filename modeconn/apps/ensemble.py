@@ -44,12 +44,13 @@ def run(cfg: DictConfig) -> EnsembleResult:
     )
     job_meta(result, job).save(out / "ensembles")
     save_figure(plot_ensembles(result, model=ckpt.meta.get("model")), out / "ensembles")
-    log.info(
-        "w1 alone %.2f %% test error; {w1, phi(0.5)} %.2f %%; {w1, w2} %.2f %%",
-        result.start_error,
-        result.start_error - result.ensemble_gain(0.5),
-        result.reference_error,
-    )
+    score = "error" if result.task == "classification" else "mse"  # the task's test score
+    start, reference = getattr(result, f"start_{score}"), getattr(result, f"reference_{score}")
+    if score == "error":
+        line = "w1 alone %.2f %% test error; {w1, phi(0.5)} %.2f %%; {w1, w2} %.2f %%"
+    else:
+        line = "w1 alone %.4f test mse; {w1, phi(0.5)} %.4f; {w1, w2} %.4f"
+    log.info(line, start, start - result.ensemble_gain(0.5), reference)
     log.info("results in %s", out)
     return result
 

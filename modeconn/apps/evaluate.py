@@ -55,17 +55,21 @@ def run(cfg: DictConfig) -> dict[str, PathResult]:
             log.warning(note)
         summary = result.summary()
         b = result.barriers()
+        # the task's data term and test score: nll and error (%), or mse and mse
+        term, score = ("nll", "error") if result.task == "classification" else ("mse", "mse")
+        unit, places = (" points", "%.2f") if score == "error" else ("", "%.4f")
         log.info(
-            "%s: max train nll %.4f; train nll barrier %.4f (Entezari) / %.4f (Frankle); "
-            "test error barrier %.2f / %.2f points; test error %.2f-%.2f %%",
+            f"%s: max train {term} %.4f; train {term} barrier %.4f (Entezari) / %.4f "
+            f"(Frankle); test {score} barrier {places} / {places}{unit}; test {score} "
+            f"{places}-{places}{' %%' if score == 'error' else ''}",
             name,
-            summary["train_nll"]["max"],
-            b["train_nll"]["entezari"],
-            b["train_nll"]["frankle"],
-            b["test_error"]["entezari"],
-            b["test_error"]["frankle"],
-            summary["test_error"]["min"],
-            summary["test_error"]["max"],
+            summary[f"train_{term}"]["max"],
+            b[f"train_{term}"]["entezari"],
+            b[f"train_{term}"]["frankle"],
+            b[f"test_{score}"]["entezari"],
+            b[f"test_{score}"]["frankle"],
+            summary[f"test_{score}"]["min"],
+            summary[f"test_{score}"]["max"],
         )
     figure = plot_path(results["curve"], results.get("line"), model=ckpt.meta.get("model"))
     save_figure(figure, out / "path")

@@ -51,11 +51,14 @@ def run(cfg: DictConfig) -> FGEResult:
     )
     result.save(out / "fge")
     save_figure(plot_fge(result, model=ckpt.meta.get("model")), out / "fge")
+    score = "error" if result.task == "classification" else "mse"  # the task's test score
     log.info(
-        "FGE: start %.2f %% test error -> ensemble of %d snapshots %.2f %%",
-        result.start_error,
+        "FGE: start %.2f %% test error -> ensemble of %d snapshots %.2f %%"
+        if score == "error"
+        else "FGE: start %.4f test mse -> ensemble of %d snapshots %.4f",
+        getattr(result, f"start_{score}"),
         len(result.snapshot_epochs),
-        result.ensemble_error[-1],
+        getattr(result, f"ensemble_{score}")[-1],
     )
     log.info("results in %s", out)
     return result

@@ -28,23 +28,41 @@ from tqdm.auto import tqdm
 from modeconn.batched import evaluate_points, resolve_points_per_pass
 from modeconn.engine.settings import EvalSettings
 from modeconn.engine.subset import eval_subset
-from modeconn.evaluation import Metrics, evaluate_point
+from modeconn.evaluation import Metrics, RegressionMetrics, evaluate_point
 from modeconn.interrupt import grid_saved, save_on_interrupt
 from modeconn.store import PartialGrid, load_result
+from modeconn.tasks import CLASSIFICATION, gaussian_nll, metric_names, noise_variance, task_of
 from modeconn.weights import WeightSpace
 
 log = logging.getLogger("modeconn")
 
-METRICS = ("train_loss", "train_nll", "train_error", "test_loss", "test_nll", "test_error")
+# The metrics of a classification node; `metric_names(task)` gives every task's.
+METRICS = metric_names(CLASSIFICATION)
 
 Index = tuple[int, ...]
 
 
-def node_metrics(point: Tensor, res: Mapping[str, Metrics], wd: float) -> dict[str, float]:
-    """The six METRICS of a flat weight point (D,) from its train and test `Metrics`:
-    nll, error and loss = nll + 0.5 * wd * ||point||^2 per split."""
+def node_metrics(
+    point: Tensor,
+    res: Mapping[str, Metrics | RegressionMetrics],
+    wd: float,
+    noise_scale: float | None = None,
+) -> dict[str, float]:
+    """The metrics of a flat weight point (D,) from its train and test results, named by
+    the task (`modeconn.tasks.metric_names`). Classification (`Metrics`): nll, error and
+    loss = nll + 0.5 * wd * ||point||^2 per split. Regression (`RegressionMetrics`): mse,
+    loss = mse + 0.5 * wd * ||point||^2, and the Gaussian nll 0.5 log(2 pi s2) + mse / (2 s2)
+    with s2 = noise_scale^2, or (None) the maximum-likelihood fit s2 = train mse."""
     l2 = 0.5 * wd * WeightSpace.dot(point, point).item() if wd else 0.0
     node = {}
+    if isinstance(res["train"], RegressionMetrics):
+        sigma2 = noise_variance(res["train"].mse, noise_scale)
+        for split in ("train", "test"):
+            mse = res[split].mse
+            node[f"{split}_loss"] = mse + l2
+            node[f"{split}_mse"] = mse
+            node[f"{split}_nll"] = gaussian_nll(mse, sigma2)
+        return node
     for split in ("train", "test"):
         node[f"{split}_nll"] = res[split].nll
         node[f"{split}_error"] = res[split].error
@@ -62,9 +80,11 @@ def points_metrics(
     points_per_pass: int = 1,
     eval_data=None,
 ) -> list[dict[str, float]]:
-    """The METRICS of each flat point (D,): one at a time if points_per_pass is 1, else all
-    of them in one vmap'd pass (`evaluate_points`; len(points) <= points_per_pass). BatchNorm
+    """The metrics of each flat point (D,) (`node_metrics`; the noise scale of a regression
+    NLL is `data.noise_scale`): one at a time if points_per_pass is 1, else all of them in
+    one vmap'd pass (`evaluate_points`; len(points) <= points_per_pass). BatchNorm
     statistics come from `data`'s train split, the metrics from `eval_data` (default: data)."""
+    noise = getattr(data, "noise_scale", None)
     kw = dict(
         bn_samples=settings.bn_samples,
         batch_size=settings.batch_size,
@@ -78,11 +98,12 @@ def points_metrics(
                 p,
                 evaluate_point(model, space.unflatten(p), data, compile=settings.compile, **kw),
                 wd,
+                noise,
             )
             for p in points
         ]
     results = evaluate_points(model, [space.unflatten(p) for p in points], data, **kw)
-    return [node_metrics(p, res, wd) for p, res in zip(points, results, strict=True)]
+    return [node_metrics(p, res, wd, noise) for p, res in zip(points, results, strict=True)]
 
 
 def finite_stats(values: np.ndarray) -> dict[str, float]:
@@ -119,13 +140,20 @@ class GridValues:
 
 
 def data_config(data, wd: float, settings: EvalSettings) -> dict[str, Any]:
-    """The data and engine part of a job's resume configuration."""
+    """The data and engine part of a job's resume configuration (a regression job adds
+    its task and noise scale; classification files keep their keys)."""
+    task = task_of(data)
     return {
         "dataset": getattr(data, "name", None),
         "train_samples": len(data.train_x),
         "test_samples": len(data.test_x),
         "wd": wd,
         **settings.resume_config(),
+        **(
+            {}
+            if task == CLASSIFICATION
+            else {"task": task, "noise_scale": getattr(data, "noise_scale", None)}
+        ),
     }
 
 
@@ -156,9 +184,11 @@ def evaluate_grid(
         in place: the caller removes it (`PartialGrid.remove_files`) once its result is saved.
     shard: (k, n) evaluates only the nodes whose flat index is k modulo n, into `partial`
         (required); returns None while nodes of other shards are missing (`merge_shards`).
-    Returns the metric arrays and the engine metadata; a NaN or inf metric is recorded as is.
+    Returns the metric arrays (named after the data set's task, `metric_names`) and the
+    engine metadata; a NaN or inf metric is recorded as is.
     """
     shape = tuple(int(s) for s in shape)
+    names = metric_names(task_of(data))
     if shard is not None:
         k, n = shard
         if partial is None or not 0 <= k < n:
@@ -167,7 +197,7 @@ def evaluate_grid(
     job = None
     if partial is not None:
         full = {**dict(config), **data_config(data, wd, settings)}
-        job = PartialGrid(partial, full, shape, METRICS, save_every_s)
+        job = PartialGrid(partial, full, shape, names, save_every_s)
         if job.done.any():
             log.info(
                 "resuming from '%s.npz': %d of %d points already done",
@@ -177,7 +207,7 @@ def evaluate_grid(
             )
         values = job.values
     else:
-        values = {name: np.full(shape, np.nan) for name in METRICS}
+        values = {name: np.full(shape, np.nan) for name in names}
     indices = [np.unravel_index(f, shape) for f in range(total)]
     todo = [
         tuple(int(i) for i in ix)
@@ -226,6 +256,7 @@ def evaluate_grid(
         "train_samples": len(data.train_x),
         "test_samples": len(data.test_x),
         "wd": wd,
+        **({} if names == METRICS else {"noise_scale": getattr(data, "noise_scale", None)}),
     }
     return GridValues({k: np.array(v) for k, v in values.items()}, meta)
 

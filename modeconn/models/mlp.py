@@ -5,6 +5,10 @@ depth, `hidden=20, depth=5` (five hidden layers of 20 units), so that a grid of 
 widths (the 1/5/10-layer x 5/20/100-unit networks of loss-trajectory studies) is one Hydra
 multirun: `-m model=mlp model.args.depth=1,5,10 model.args.hidden=5,20,100`. `hidden=0` or
 `hidden=[]` is multinomial logistic regression (one Linear layer on the flattened input).
+
+The last layer has `num_classes` outputs and no activation, so the same network is a
+classifier (logits) or a regressor (`build_model("mlp", num_classes=1, input_shape=(1,),
+hidden=[50, 50])`: predictions (B, 1)); the data set's task decides which loss it gets.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ class MLP(nn.Module):
     """Flatten -> [Linear -> ReLU] per hidden width -> Linear(num_classes).
 
     Works for any input shape: a sample of shape `input_shape` is flattened to
-    `prod(input_shape)` features.
+    `prod(input_shape)` features. num_classes is the output size (`outputs`): classes of a
+    classifier, targets per sample of a regressor.
     """
 
     def __init__(
@@ -57,7 +62,8 @@ class MLP(nn.Module):
             fan_in = width
         layers.append(nn.Linear(fan_in, num_classes))
         self.net = nn.Sequential(*layers)
+        self.outputs = num_classes
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, *input_shape) -> logits (B, num_classes)."""
+        """(B, *input_shape) -> logits or predictions (B, num_classes)."""
         return self.net(x)

@@ -1,0 +1,46 @@
+"""Paper-style figures for path, plane and ensemble results (matplotlib, Agg-safe, no LaTeX).
+
+Every function takes a result object and only reads its attributes (numpy arrays and floats), so
+`PathResult`, `PlaneResult`, `EnsembleResult` and `FGEResult` work, and so does anything with the
+same fields. Every function returns a `matplotlib.figure.Figure`; `save_figure` writes it.
+Errors are in percent, as `modeconn.evaluation` reports them. Labels and default metrics
+follow a result's task (`result.task`: classification error, regression MSE).
+
+One module per figure family: `plane`, `path`, `ensembles`, `functions` (the predictive
+functions along a curve), and `common` (titles, labels, saving); every public name is
+importable from `modeconn.plotting`.
+
+Figures are built without pyplot (`matplotlib.figure.Figure`), so library code and Hydra jobs
+never need a display, never pick a backend and never accumulate open figures. In a notebook a
+returned figure shows as a cell's value (`%matplotlib inline`); elsewhere, `save_figure` it.
+"""
+
+from modeconn.plotting.common import Scale, figure_title, metric_label, save_figure, task_metrics
+from modeconn.plotting.ensembles import plot_ensembles, plot_fge
+from modeconn.plotting.functions import plot_functions
+from modeconn.plotting.path import ZOOM_BELOW, plot_path
+from modeconn.plotting.plane import (
+    PLANE_METRICS,
+    log_levels,
+    off_plane_note,
+    plot_plane,
+    shared_scale,
+)
+
+__all__ = [
+    "PLANE_METRICS",
+    "ZOOM_BELOW",
+    "Scale",
+    "figure_title",
+    "log_levels",
+    "metric_label",
+    "off_plane_note",
+    "plot_ensembles",
+    "plot_fge",
+    "plot_functions",
+    "plot_path",
+    "plot_plane",
+    "save_figure",
+    "shared_scale",
+    "task_metrics",
+]
