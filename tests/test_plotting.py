@@ -522,3 +522,35 @@ def test_save_figure_with_suffix_writes_that_format_only(tmp_path):
 def test_save_figure_rejects_unknown_suffix(tmp_path):
     with pytest.raises(ValueError, match="png"):
         save_figure(plot_path(fake_path(1.0)), tmp_path / "fig.jpg")
+
+
+def _flat_plane() -> SimpleNamespace:
+    """The demo's shape: w2 29 units from w1, the bend only 6 above the line."""
+    plane = fake_plane()
+    plane.x, plane.y = plane.x * 29, plane.y * 7.5
+    plane.anchors = ANCHORS * np.array([29.0, 7.5])
+    plane.curve_xy = plane.curve_xy * np.array([29.0, 7.5])
+    return plane
+
+
+def test_a_long_flat_plane_is_drawn_stretched_and_says_so():
+    fig = plot_plane(_flat_plane())
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    box = ax.get_position()
+    height_over_width = box.height * fig.get_figheight() / (box.width * fig.get_figwidth())
+    assert height_over_width == pytest.approx(0.4, rel=0.05)  # not the 1:1 strip of 0.26
+    assert "taller" in ax.get_ylabel()
+    assert "taller" not in plot_plane(fake_plane()).axes[0].get_ylabel()  # to scale
+
+
+def test_anchor_names_stay_inside_their_panel_clear_of_the_title():
+    fig = plot_plane(_flat_plane())
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for ax in fig.axes[:2]:
+        frame = ax.get_window_extent(renderer)
+        for text in ax.texts:
+            b = text.get_window_extent(renderer)
+            assert frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1

@@ -96,14 +96,19 @@ _ANCHOR_STYLE = {
 _COMPASS = np.array([(np.cos(a), np.sin(a)) for a in np.linspace(0, 2 * np.pi, 8, endpoint=False)])
 
 
-def _label_directions(anchors: np.ndarray, names: Sequence[str], pt: float) -> list[np.ndarray]:
+def _label_directions(
+    anchors: np.ndarray, names: Sequence[str], pt: tuple[float, float], limits: np.ndarray
+) -> list[np.ndarray]:
     """Where each anchor's name goes (a unit vector): away from the anchors' centre, else the
-    nearest free compass direction, so that names of nearby anchors neither collide with each
-    other nor cover another marker. pt: data units per typographic point (an estimate)."""
+    nearest free compass direction inside the panel, so that names of nearby anchors neither
+    collide with each other, nor cover another marker, nor stick out of the panel into its
+    title. pt: data units per typographic point along x and y (an estimate); limits: the
+    panel's (x0, y0, x1, y1)."""
+    px, py = pt
 
     def box(k: int, d: np.ndarray) -> np.ndarray:  # (x0, y0, x1, y1) of name k set off along d
-        w, h = (5.5 * len(names[k]) + 6) * pt, 14 * pt  # 9 pt text in a padded box
-        x, y = anchors[k] + 10 * pt * d
+        w, h = (5.5 * len(names[k]) + 6) * px, 14 * py  # 9 pt text in a padded box
+        x, y = anchors[k] + 10 * np.array([px, py]) * d
         x0 = x if d[0] > 0.35 else x - w if d[0] < -0.35 else x - w / 2
         y0 = y if d[1] > 0.35 else y - h if d[1] < -0.35 else y - h / 2
         return np.array([x0, y0, x0 + w, y0 + h])
@@ -111,25 +116,38 @@ def _label_directions(anchors: np.ndarray, names: Sequence[str], pt: float) -> l
     def hits(b: np.ndarray, c: np.ndarray) -> bool:
         return bool(b[0] < c[2] and c[0] < b[2] and b[1] < c[3] and c[1] < b[3])
 
-    markers = [np.r_[a - 6 * pt, a + 6 * pt] for a in anchors]
+    def inside(b: np.ndarray) -> bool:
+        return bool(
+            b[0] >= limits[0] and b[1] >= limits[1] and b[2] <= limits[2] and b[3] <= limits[3]
+        )
+
+    size = 6 * np.array([px, py])
+    markers = [np.r_[a - size, a + size] for a in anchors]
     centre, placed, chosen = anchors.mean(0), [], []
     for k in range(len(anchors)):
-        away = anchors[k] - centre
-        away = away / np.hypot(*away) if np.hypot(*away) > 1e-6 * pt else np.array([0.7, 0.7])
+        away = (anchors[k] - centre) / np.array([px, py])
+        away = away / np.hypot(*away) if np.hypot(*away) > 1e-6 else np.array([0.7, 0.7])
         options = [away, *sorted(_COMPASS, key=lambda d: -float(d @ away))]
         others = [m for j, m in enumerate(markers) if j != k]
-        free = (d for d in options if not any(hits(box(k, d), c) for c in placed + others))
-        chosen.append(next(free, away))
+
+        clear = [d for d in options if not any(hits(box(k, d), c) for c in placed + others)]
+        pick = next((d for d in clear if inside(box(k, d))), None)
+        chosen.append(pick if pick is not None else next(iter(clear), away))
         placed.append(box(k, chosen[-1]))
     return chosen
 
 
 def _draw_anchors(
-    ax: Any, anchors: np.ndarray, names: Sequence[str], ends: tuple[int, int], pt: float
+    ax: Any,
+    anchors: np.ndarray,
+    names: Sequence[str],
+    ends: tuple[int, int],
+    pt: tuple[float, float],
+    limits: np.ndarray,
 ) -> None:
     """A marker per anchor and its name, placed by `_label_directions`."""
     bend_markers = iter(["^", "D", "v", "P", "X", "h", "*", "<", ">"] * 4)
-    directions = _label_directions(anchors, names, pt)
+    directions = _label_directions(anchors, names, pt, limits)
     for k, ((x, y), (ux, uy)) in enumerate(zip(anchors, directions, strict=True)):
         marker = "o" if k == ends[0] else "s" if k == ends[1] else next(bend_markers)
         ax.plot([x], [y], marker=marker, linestyle="none", **_ANCHOR_STYLE)
@@ -144,6 +162,18 @@ def _draw_anchors(
             zorder=6,
             bbox={"boxstyle": "round,pad=0.2", "fc": "white", "alpha": 0.75, "lw": 0},
         )
+
+
+# A plane flatter than this (height / width of its grid) is drawn this flat, its y axis
+# stretched and labelled so: a 1:1 drawing of a long thin plane is a strip nobody can read.
+FLATTEST = 0.4
+
+
+def _stretch(x: np.ndarray, y: np.ndarray) -> float:
+    """How much taller than 1:1 the y axis is drawn (1: to scale)."""
+    if np.ptp(x) <= 0 or np.ptp(y) <= 0:
+        return 1.0
+    return max(1.0, FLATTEST * np.ptp(x) / np.ptp(y))
 
 
 def _axis_labels(anchors: np.ndarray, names: Sequence[str], ends: tuple[int, int]) -> list[str]:
@@ -193,7 +223,8 @@ def _plane_figure(ncols: int, x: np.ndarray, y: np.ndarray, note: bool) -> tuple
     # Size the panels to the plane's aspect (drawn 1:1), so equal-aspect panels fill their cells;
     # the rest is titles, labels, the colour bar, the legend and the note's line.
     width = 3.6
-    height = float(np.clip(width * np.ptp(y) / np.ptp(x), 1.8, 5.0)) if np.ptp(x) > 0 else width
+    ratio = np.ptp(y) / np.ptp(x) * _stretch(x, y) if np.ptp(x) > 0 else 1.0
+    height = float(np.clip(width * ratio, 1.8, 5.0))
     return _figure(ncols, width=width + 1.7, height=height + 1.5 + 0.25 * note)
 
 
@@ -238,7 +269,10 @@ def plot_plane(
     note = off_plane_note(result, off_plane_tol)
     fig, axes = _plane_figure(len(metrics), x, y, note is not None)
     # Data units per point of the drawn panels (about 260 pt wide, 360 pt at most tall).
-    pt = max(np.ptp(x) / 260, np.ptp(y) / 360) or 1.0
+    stretch = _stretch(x, y)
+    scale_pt = max(np.ptp(x) / 260, np.ptp(y) * stretch / 360) or 1.0
+    pt = (scale_pt, scale_pt / stretch)
+    limits = np.array([x[0], y[0], x[-1], y[-1]])
     handles = []
     for ax, metric in zip(axes, metrics, strict=True):
         values = np.asarray(getattr(result, metric), dtype=float)
@@ -277,12 +311,14 @@ def plot_plane(
             handles += ax.plot(
                 *segment.T, color="black", linestyle="--", linewidth=1.3, zorder=2, label="line"
             )
-        _draw_anchors(ax, anchors, names, ends, pt)
+        _draw_anchors(ax, anchors, names, ends, pt, limits)
         ax.set_xlim(x[0], x[-1])
         ax.set_ylim(y[0], y[-1])
-        ax.set_aspect("equal")
+        ax.set_aspect(stretch)  # 1: distances to scale
         ax.set_title(metric_label(metric).replace(" (%)", ""))
         xlabel, ylabel = _axis_labels(anchors, names, ends)
+        if stretch > 1:
+            ylabel += f"\n(drawn {stretch:.2g}x taller)"
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
     if handles:
