@@ -7,6 +7,14 @@ from modeconn.batched import (  # noqa: E402
     evaluate_points,
     resolve_points_per_pass,
 )
+from modeconn.checkpoints import (  # noqa: E402
+    Checkpoint,
+    endpoint_meta,
+    load_checkpoint,
+    load_curve,
+    load_endpoint,
+    save_checkpoint,
+)
 from modeconn.curves import CURVES, Bezier, Curve, Line, PolyChain, build_curve  # noqa: E402
 from modeconn.data import Dataset, dataset_names, load_dataset  # noqa: E402
 from modeconn.engine import EvalSettings, evaluate_grid, merge_shards  # noqa: E402
@@ -33,14 +41,6 @@ from modeconn.plane import (  # noqa: E402
     PlaneResult,
     evaluate_plane,
     evaluate_plane_through_curve,
-)
-from modeconn.store import (  # noqa: E402
-    Checkpoint,
-    endpoint_meta,
-    load_checkpoint,
-    load_curve,
-    load_endpoint,
-    save_checkpoint,
 )
 from modeconn.training import TrainConfig, lr_schedule, train_curve, train_endpoint  # noqa: E402
 from modeconn.weights import WeightSpace  # noqa: E402

@@ -24,9 +24,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from modeconn.checkpoints import load_checkpoint, save_checkpoint
 from modeconn.curves import Curve, curve_args
 from modeconn.interrupt import save_on_interrupt
-from modeconn.store import load_checkpoint, save_checkpoint
 from modeconn.tasks import CLASSIFICATION, batch_score, task_loss, task_of
 
 

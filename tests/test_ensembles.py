@@ -9,6 +9,7 @@ from conftest import TinyNet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modeconn.checkpoints import load_checkpoint
 from modeconn.curves import Bezier, Line
 from modeconn.data import load_dataset
 from modeconn.ensembles import (
@@ -22,7 +23,6 @@ from modeconn.ensembles import (
     kl_divergence,
 )
 from modeconn.evaluation import evaluate_point, metrics, predict, recompute_bn
-from modeconn.store import load_checkpoint
 from modeconn.training import TrainConfig, train_endpoint
 
 FAST = settings(max_examples=40, deadline=None)

@@ -9,9 +9,9 @@ from conftest import compose_app
 from torch import nn
 
 from modeconn.apps import connect, fge, train
+from modeconn.checkpoints import endpoint_meta, load_checkpoint, load_curve, load_endpoint
 from modeconn.data import dataset_names, load_dataset
 from modeconn.models import build_model
-from modeconn.store import endpoint_meta, load_checkpoint, load_curve, load_endpoint
 
 MLP = ["model=mlp", "model.args.hidden=[16]"]
 QUICK = ["optim.epochs=1", "optim.batch_size=128", "progress=false"]

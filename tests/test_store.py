@@ -6,7 +6,8 @@ import stat
 import pytest
 import torch
 
-from modeconn.store import save_checkpoint, save_result
+from modeconn.checkpoints import save_checkpoint
+from modeconn.store import save_result
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
+from modeconn.checkpoints import load_checkpoint
 from modeconn.curves import Bezier, Line
 from modeconn.data import load_dataset
 from modeconn.evaluation import evaluate_point
 from modeconn.models import build_model
-from modeconn.store import load_checkpoint
 from modeconn.training import TrainConfig, lr_schedule, train_curve, train_endpoint
 
 

@@ -103,7 +103,7 @@ def run_app(run, cfg: DictConfig) -> Any:
 
 def load_curve_and_data(cfg: DictConfig):
     """The curve checkpoint `cfg.curve_ckpt` on the chosen device, its data set and checkpoint."""
-    from modeconn.store import load_curve
+    from modeconn.checkpoints import load_curve
 
     device = pick_device(cfg.device)
     curve, ckpt = load_curve(cfg.curve_ckpt)

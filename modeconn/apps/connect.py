@@ -27,10 +27,10 @@ from modeconn.apps.common import (
     train_config,
 )
 from modeconn.apps.outputs import args_tag
+from modeconn.checkpoints import load_endpoint
 from modeconn.curves import build_curve
 from modeconn.data import Dataset, dataset_names
 from modeconn.evaluation import evaluate_point
-from modeconn.store import load_endpoint
 from modeconn.training import train_curve
 
 # Endpoint metadata that must agree for two networks to be connected.

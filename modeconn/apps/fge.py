@@ -19,9 +19,9 @@ from modeconn.apps.common import (
     run_app,
 )
 from modeconn.apps.connect import named_endpoints
+from modeconn.checkpoints import load_endpoint
 from modeconn.ensembles import FGEResult, fge
 from modeconn.plotting import plot_fge, save_figure
-from modeconn.store import load_endpoint
 
 
 def run(cfg: DictConfig) -> FGEResult:

@@ -22,7 +22,7 @@ from matplotlib import cm, colors
 from matplotlib.figure import Figure
 
 from modeconn.plotting.common import _finite, _suptitle, metric_label
-from modeconn.plotting.plane import _axis_labels, _draw_anchors, _endpoint_indices, log_levels
+from modeconn.plotting.plane import _endpoint_indices, anchor_panel, log_levels
 
 
 @torch.no_grad()
@@ -77,12 +77,8 @@ def _plane_panel(fig: Figure, ax: Any, result: Any, ts: np.ndarray, cmap: Any, n
             ax.plot(*point, "o", ms=8, color=cmap(norm(t)), markeredgecolor="black", zorder=7)
     segment = anchors[list(ends)]
     ax.plot(*segment.T, color="white", linestyle="--", linewidth=1.2, zorder=2)
-    pt = max(np.ptp(x) / 260, np.ptp(y) / 360) or 1.0
-    _draw_anchors(ax, anchors, names, ends, pt)
-    ax.set(xlim=(x[0], x[-1]), ylim=(y[0], y[-1]), aspect="equal")
+    anchor_panel(ax, x, y, anchors, names, ends)
     ax.set_title("the plane through w1, w2, θ", pad=16)
-    xlabel, ylabel = _axis_labels(anchors, names, ends)
-    ax.set(xlabel=xlabel, ylabel=ylabel)
 
 
 def plot_functions(

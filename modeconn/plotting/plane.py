@@ -219,6 +219,32 @@ def off_plane_note(result: Any, tol: float = 1e-3) -> str | None:
     return f"curve leaves the plane by up to {far:.3g}{share}: drawn is its projection"
 
 
+def anchor_panel(
+    ax: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    anchors: np.ndarray,
+    names: Sequence[str],
+    ends: tuple[int, int],
+) -> None:
+    """The plane's frame on `ax`: limits of the grid, to scale unless it is flatter than
+    `FLATTEST` (then stretched, and the y label says by how much), the anchors with their
+    names, and axis labels read off the anchors."""
+    stretch = _stretch(x, y)
+    # Data units per point of the drawn panel (about 260 pt wide, 360 pt at most tall).
+    scale_pt = max(np.ptp(x) / 260, np.ptp(y) * stretch / 360) or 1.0
+    limits = np.array([x[0], y[0], x[-1], y[-1]])
+    _draw_anchors(ax, anchors, names, ends, (scale_pt, scale_pt / stretch), limits)
+    ax.set_xlim(x[0], x[-1])
+    ax.set_ylim(y[0], y[-1])
+    ax.set_aspect(stretch)  # 1: distances to scale
+    xlabel, ylabel = _axis_labels(anchors, names, ends)
+    if stretch > 1:
+        ylabel += f"\n(drawn {stretch:.2g}x taller)"
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
 def _plane_figure(ncols: int, x: np.ndarray, y: np.ndarray, note: bool) -> tuple[Figure, list[Any]]:
     # Size the panels to the plane's aspect (drawn 1:1), so equal-aspect panels fill their cells;
     # the rest is titles, labels, the colour bar, the legend and the note's line.
@@ -268,11 +294,6 @@ def plot_plane(
     curve_xy = np.asarray(curve_xy if curve_xy is not None else [], dtype=float).reshape(-1, 2)
     note = off_plane_note(result, off_plane_tol)
     fig, axes = _plane_figure(len(metrics), x, y, note is not None)
-    # Data units per point of the drawn panels (about 260 pt wide, 360 pt at most tall).
-    stretch = _stretch(x, y)
-    scale_pt = max(np.ptp(x) / 260, np.ptp(y) * stretch / 360) or 1.0
-    pt = (scale_pt, scale_pt / stretch)
-    limits = np.array([x[0], y[0], x[-1], y[-1]])
     handles = []
     for ax, metric in zip(axes, metrics, strict=True):
         values = np.asarray(getattr(result, metric), dtype=float)
@@ -311,16 +332,8 @@ def plot_plane(
             handles += ax.plot(
                 *segment.T, color="black", linestyle="--", linewidth=1.3, zorder=2, label="line"
             )
-        _draw_anchors(ax, anchors, names, ends, pt, limits)
-        ax.set_xlim(x[0], x[-1])
-        ax.set_ylim(y[0], y[-1])
-        ax.set_aspect(stretch)  # 1: distances to scale
+        anchor_panel(ax, x, y, anchors, names, ends)
         ax.set_title(metric_label(metric).replace(" (%)", ""))
-        xlabel, ylabel = _axis_labels(anchors, names, ends)
-        if stretch > 1:
-            ylabel += f"\n(drawn {stretch:.2g}x taller)"
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
     if handles:
         legend = fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
         if note:  # the note is about the curve the legend names: its title, above the entries
