@@ -64,6 +64,16 @@ def dataset_from(
     return load_dataset(name, root=root, download=download, **options).to(device)
 
 
+def scores_line(scores: dict, task: str) -> str:
+    """A point's train/test metrics for a log line: mse for regression, error and nll else."""
+    train, test = scores["train"], scores["test"]
+    if task == "regression":
+        return f"train mse {train.mse:.4f}, test mse {test.mse:.4f}"
+    return (
+        f"train nll {train.nll:.4f}, train error {train.error:.2f} %, test error {test.error:.2f} %"
+    )
+
+
 def engine_settings(cfg: DictConfig):
     """The app's `engine` config group as one `EvalSettings` (built once per run)."""
     from modeconn.engine import EvalSettings

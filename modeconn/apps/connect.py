@@ -23,6 +23,7 @@ from modeconn.apps.common import (
     pick_device,
     plain,
     run_app,
+    scores_line,
     slug,
     train_config,
 )
@@ -114,16 +115,7 @@ def run(cfg: DictConfig) -> dict:
     if rank != 0:
         return {"checkpoint": str(path)}
     middle = evaluate_point(curve.model, curve.weights(0.5), data)
-    if data.task == "regression":
-        train, test = middle["train"].mse, middle["test"].mse
-        log.info("curve %s at t=0.5: train mse %.4f, test mse %.4f", path, train, test)
-    else:
-        log.info(
-            "curve %s at t=0.5: train nll %.4f, test error %.2f %%",
-            path,
-            middle["train"].nll,
-            middle["test"].error,
-        )
+    log.info("curve %s at t=0.5: %s", path, scores_line(middle, data.task))
     return {"checkpoint": str(path), "middle": {k: v.as_dict() for k, v in middle.items()}}
 
 

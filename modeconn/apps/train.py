@@ -21,6 +21,7 @@ from modeconn.apps.common import (
     pick_device,
     plain,
     run_app,
+    scores_line,
     slug,
     train_config,
 )
@@ -73,17 +74,7 @@ def run(cfg: DictConfig) -> dict:
     if result.resumed_from_epoch:
         log.info("resumed %s from epoch %d", path, result.resumed_from_epoch)
     scores = evaluate_point(model, None, data)
-    if data.task == "regression":
-        train, test = scores["train"].mse, scores["test"].mse
-        log.info("endpoint %s: train mse %.4f, test mse %.4f", path, train, test)
-    else:
-        log.info(
-            "endpoint %s: train error %.2f %%, test error %.2f %%, test nll %.4f",
-            path,
-            scores["train"].error,
-            scores["test"].error,
-            scores["test"].nll,
-        )
+    log.info("endpoint %s: %s", path, scores_line(scores, data.task))
     return {
         "checkpoint": str(path),
         "train": scores["train"].as_dict(),
