@@ -18,6 +18,7 @@ returned figure shows as a cell's value (`%matplotlib inline`); elsewhere, `save
 from modeconn.plotting.common import Scale, figure_title, metric_label, save_figure, task_metrics
 from modeconn.plotting.ensembles import plot_ensembles, plot_fge
 from modeconn.plotting.functions import plot_functions
+from modeconn.plotting.line import plot_line
 from modeconn.plotting.path import ZOOM_BELOW, plot_path
 from modeconn.plotting.plane import (
     PLANE_METRICS,
@@ -26,21 +27,35 @@ from modeconn.plotting.plane import (
     plot_plane,
     shared_scale,
 )
+from modeconn.plotting.surface import (
+    plot_contour,
+    plot_heatmap,
+    plot_panels,
+    plot_surface_3d,
+)
+from modeconn.plotting.surface_export import export_vts, surface_html
 
 __all__ = [
     "PLANE_METRICS",
     "ZOOM_BELOW",
     "Scale",
+    "export_vts",
     "figure_title",
     "log_levels",
     "metric_label",
     "off_plane_note",
+    "plot_contour",
     "plot_ensembles",
     "plot_fge",
     "plot_functions",
+    "plot_heatmap",
+    "plot_line",
+    "plot_panels",
     "plot_path",
     "plot_plane",
+    "plot_surface_3d",
     "save_figure",
     "shared_scale",
+    "surface_html",
     "task_metrics",
 ]
