@@ -19,6 +19,7 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed
+	$(BIN)/pip install -e '.[dev,bench]'
 	$(BIN)/python benchmarks/run_all.py
 
 lint: $(VENV)/.installed

@@ -21,6 +21,7 @@ def main() -> None:
         ("bench_curve_step.py", "Curve training step vs plain step"),
         ("bench_precision.py", "autocast on trained networks: accuracy cost and speed"),
         ("bench_subset.py", "The evaluation subset (eval_samples) on the demo plane"),
+        ("bench_surface.py", "Loss surfaces vs loss-landscape's per-point loop"),
     ):
         out = HERE / f".{script}.md"
         subprocess.run([sys.executable, str(HERE / script), "--markdown", str(out)], check=True)

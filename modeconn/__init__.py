@@ -17,6 +17,14 @@ from modeconn.checkpoints import (  # noqa: E402
 )
 from modeconn.curves import CURVES, Bezier, Curve, Line, PolyChain, build_curve  # noqa: E402
 from modeconn.data import Dataset, dataset_names, load_dataset  # noqa: E402
+from modeconn.directions import (  # noqa: E402
+    orthonormal_pair,
+    principal_directions,
+    qr_directions,
+    random_direction,
+    target_direction,
+    zca_directions,
+)
 from modeconn.engine import EvalSettings, evaluate_grid, merge_shards  # noqa: E402
 from modeconn.ensembles import (  # noqa: E402
     EnsembleResult,
@@ -42,10 +50,28 @@ from modeconn.plane import (  # noqa: E402
     evaluate_plane,
     evaluate_plane_through_curve,
 )
+from modeconn.surface import (  # noqa: E402
+    LineResult,
+    SurfaceResult,
+    evaluate_interpolation,
+    evaluate_line,
+    evaluate_surface,
+)
 from modeconn.training import TrainConfig, lr_schedule, train_curve, train_endpoint  # noqa: E402
 from modeconn.weights import WeightSpace  # noqa: E402
 
 __all__ = [
+    "LineResult",
+    "SurfaceResult",
+    "evaluate_interpolation",
+    "evaluate_line",
+    "evaluate_surface",
+    "orthonormal_pair",
+    "principal_directions",
+    "qr_directions",
+    "random_direction",
+    "target_direction",
+    "zca_directions",
     "CURVES",
     "Bezier",
     "Checkpoint",

@@ -29,6 +29,7 @@ from modeconn.evaluation import (
     RegressionMetrics,
     batchnorm_layers,
     batchnorm_pass,
+    check_bn_policy,
     finish_moments,
     merge_moments,
     task_metrics,
@@ -187,6 +188,7 @@ def evaluate_points(
     bn_exact: bool = True,
     autocast: str | torch.dtype | None = None,
     eval_data=None,
+    bn: str = "recompute",
 ) -> list[dict[str, Metrics | RegressionMetrics]]:
     """`evaluate_point` for P weight points at once: one forward pass serves all P.
 
@@ -207,6 +209,8 @@ def evaluate_points(
         scaled down).
     autocast: forward passes in lower precision ("bfloat16" or "float16"; see
         `modeconn.execution.precision`), None: full precision.
+    bn: "recompute" (the default, above) or "fixed": no statistics pass; every point is
+        evaluated with the model's current running statistics, shared by all P points.
 
     Returns one {split: Metrics} dict per point, in order, equal to the sequential engine's up
     to float rounding. The model's own buffers and training flags are left as they were.
@@ -223,15 +227,17 @@ def evaluate_points(
         raise ValueError(
             f"batch_size and bn_batch_size must be >= 1, got {batch_size} and {bn_batch_size}"
         )
-    with precision(data.train_x.device, autocast):
-        buffers = _recompute_bn_stacked(
-            model,
-            params,
-            data.train_x,
-            batch_size=bn_batch_size,
-            num_samples=bn_samples,
-            exact=bn_exact,
-        )
+    buffers: dict[str, Tensor] = {}  # "fixed": functional_call takes the model's own
+    if check_bn_policy(bn) == "recompute":
+        with precision(data.train_x.device, autocast):
+            buffers = _recompute_bn_stacked(
+                model,
+                params,
+                data.train_x,
+                batch_size=bn_batch_size,
+                num_samples=bn_samples,
+                exact=bn_exact,
+            )
     state = {**params, **buffers}  # recomputed statistics replace any given in the weights
     out: list[dict[str, Metrics | RegressionMetrics]] = [{} for _ in range(p)]
     task = task_of(data)

@@ -22,6 +22,18 @@ from modeconn.tasks import CLASSIFICATION, targets_like, task_of
 
 Batches = Tensor | Iterable[Tensor] | Iterable[tuple[Tensor, Tensor]]
 
+BN_POLICIES = ("recompute", "fixed")  # statistics of each point, or the model's buffers
+
+
+def check_bn_policy(bn: str) -> str:
+    """`bn` if it is one of BN_POLICIES, else a ValueError listing them."""
+    if bn not in BN_POLICIES:
+        raise ValueError(
+            f"bn must be one of {', '.join(map(repr, BN_POLICIES))} ('recompute': statistics "
+            f"of every point from the train data; 'fixed': the model's own buffers), got {bn!r}"
+        )
+    return bn
+
 
 def check_bn_samples(value: int | None, name: str = "bn_samples") -> None:
     """Refuse a sample count for the BatchNorm recompute other than an int >= 1 or None (all):
@@ -303,16 +315,21 @@ def prepare_point(
     bn_exact: bool = True,
     compile: bool = False,
     autocast: str | torch.dtype | None = None,
+    bn: str = "recompute",
 ) -> dict[str, Tensor] | None:
     """Make `model` ready to evaluate `weights`: BatchNorm statistics recomputed on the
     un-augmented train data of `data` (a `Dataset`). Returns the weights, detached.
 
     `bn_batch_size` is fixed (not tuned for speed) because the statistics of deeper layers
     depend on the batch statistics that normalise earlier ones in this pass.
+    `bn="fixed"` recomputes nothing: the point is evaluated with the model's current
+    running statistics (Li et al.'s loss-landscape keeps the centre's for every point).
     """
     check_bn_samples(bn_samples)
     if weights is not None:
         weights = {k: v.detach() for k, v in weights.items()}
+    if check_bn_policy(bn) == "fixed":
+        return weights
     plan = eval_plan(model, data.train_x, weights, autocast)
     recompute_bn(
         model,
@@ -340,9 +357,11 @@ def evaluate_point(
     compile: bool = False,
     autocast: str | torch.dtype | None = None,
     eval_data=None,
+    bn: str = "recompute",
 ) -> dict[str, Metrics | RegressionMetrics]:
     """Recompute BatchNorm statistics on un-augmented train data, then evaluate each split
-    (`Metrics`; `RegressionMetrics` for a regression data set).
+    (`Metrics`; `RegressionMetrics` for a regression data set). `bn="fixed"` skips the
+    recompute and evaluates with the model's current buffers (`prepare_point`).
 
     `eval_data`: a `Dataset` whose splits are evaluated instead of `data`'s (an evaluation
     subset, `modeconn.engine.subset`); the statistics still come from `data`.
@@ -366,6 +385,7 @@ def evaluate_point(
         bn_exact=bn_exact,
         compile=compile,
         autocast=autocast,
+        bn=bn,
     )
     out = {}
     task = task_of(data)

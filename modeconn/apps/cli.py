@@ -28,12 +28,14 @@ import sys
 from pathlib import Path
 
 APPS = {
-    "train": "train an endpoint network       (dataset=digits model=convfc seed=1)",
+    "train": "train an endpoint network       (dataset=digits seed=1)",
     "connect": "train a curve between endpoints (start=a.pt end=b.pt curve=bezier)",
     "evaluate": "loss and error along the curve  (curve_ckpt=c.pt points=61)",
     "plane": "loss and error on the plane     (curve_ckpt=c.pt grid=21 margin=0.2)",
     "ensemble": "ensembles of w1 with phi(t)     (curve_ckpt=c.pt points=21)",
     "fge": "fast geometric ensembling       (start=a.pt cycles=4 cycle=2)",
+    "landscape": "the loss surface around a network (ckpt=a.pt directions=filter grid=51)",
+    "critique": "four direction families x three networks: can we trust the pictures?",
     "demo": "the whole chain on the embedded digits data",
 }
 FREE = "args"  # a level of keyword arguments: any key is valid there

@@ -83,7 +83,8 @@ def points_metrics(
     """The metrics of each flat point (D,) (`node_metrics`; the noise scale of a regression
     NLL is `data.noise_scale`): one at a time if points_per_pass is 1, else all of them in
     one vmap'd pass (`evaluate_points`; len(points) <= points_per_pass). BatchNorm
-    statistics come from `data`'s train split, the metrics from `eval_data` (default: data)."""
+    statistics come from `data`'s train split (or, with `settings.bn == "fixed"`, the model's
+    current buffers), the metrics from `eval_data` (default: data)."""
     noise = getattr(data, "noise_scale", None)
     kw = dict(
         bn_samples=settings.bn_samples,
@@ -91,6 +92,7 @@ def points_metrics(
         bn_exact=settings.bn_exact,
         autocast=settings.autocast,
         eval_data=eval_data,
+        bn=settings.bn,
     )
     if points_per_pass == 1:
         return [
@@ -174,7 +176,8 @@ def evaluate_grid(
     desc: str = "grid",
 ) -> GridValues | None:
     """Evaluate the weight point `point_at(index)` (a flat (D,) tensor) at every index of a
-    grid of `shape` (C order), with BatchNorm recomputed at each (`evaluate_point`).
+    grid of `shape` (C order), with BatchNorm recomputed at each (`evaluate_point`; with
+    `settings.bn == "fixed"` every point keeps the model's current running statistics).
 
     config: what defines the points (t values, a plane's fingerprint, ...); with the data
         set, wd and the result-changing settings it is the partial file's configuration, and

@@ -43,6 +43,9 @@ class EvalSettings:
         this many samples per split (None: the whole splits), or a pair (train, test).
         Distinct from bn_samples: the statistics still see the train set (or bn_samples).
     eval_seed: the seed of that subset.
+    bn: "recompute" (default): BatchNorm statistics recomputed at every point from the train
+        data; "fixed": every point evaluated with the model's current running statistics
+        (Li et al.'s centre statistics; `modeconn.surface` sets it for `bn="origin"`).
     """
 
     bn_samples: int | None = None
@@ -53,6 +56,7 @@ class EvalSettings:
     autocast: str | None = None
     eval_samples: int | tuple[int | None, int | None] | None = None
     eval_seed: int = 0
+    bn: str = "recompute"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -79,6 +83,9 @@ class EvalSettings:
         else:
             samples = _positive_or_none("eval_samples", samples)
         set_(self, "eval_samples", samples)
+        from modeconn.evaluation import check_bn_policy
+
+        check_bn_policy(self.bn)
         set_(self, "bn_exact", bool(self.bn_exact))
         set_(self, "compile", bool(self.compile))
 
@@ -122,6 +129,8 @@ class EvalSettings:
         if self.eval_samples is not None:
             out["eval_samples"] = self.meta()["eval_samples"]
             out["eval_seed"] = self.eval_seed
+        if self.bn != "recompute":
+            out["bn"] = self.bn
         return out
 
 

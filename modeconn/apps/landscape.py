@@ -1,0 +1,108 @@
+"""The loss landscape around a trained network, or around phi(t) of a trained curve:
+`modeconn landscape ckpt=checkpoints/<endpoint>.pt directions=filter grid=51 span=1.0`
+(`ckpt=<curve.pt> t=0.5` for a surface across the low-loss tunnel; `dims=1` for a line).
+
+Directions come from `conf/directions/` (filter, qr, zca, pca); BatchNorm statistics are
+recomputed at every point unless `bn=origin` (Li et al.'s stale centre statistics).
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from modeconn.apps.common import (
+    CONFIG_PATH,
+    dataset_from,
+    engine_settings,
+    log,
+    out_dir,
+    pick_device,
+    plain,
+    run_app,
+)
+from modeconn.apps.outputs import guard_result, job_meta
+from modeconn.checkpoints import load_checkpoint, load_curve, load_endpoint
+from modeconn.critique import directions_of
+from modeconn.plotting import plot_contour, plot_line, save_figure
+from modeconn.surface import evaluate_line, evaluate_surface
+from modeconn.weights import fingerprint
+
+
+def _span(value, dims: int):
+    value = plain(value)
+    if isinstance(value, (int, float)):
+        return (-float(value), float(value)) if dims == 1 else ((-value, value), (-value, value))
+    return tuple(tuple(v) for v in value) if dims == 2 else tuple(value)
+
+
+def run(cfg: DictConfig):
+    device = pick_device(cfg.device)
+    curve = None
+    if load_checkpoint(cfg.ckpt).kind == "curve":
+        curve, ckpt = load_curve(cfg.ckpt)
+        curve = curve.to(device)
+    else:
+        model, ckpt = load_endpoint(cfg.ckpt)
+        model = model.to(device)
+    root = cfg.data_root if cfg.data_root is not None else ckpt.meta.get("dataset_root")
+    options = ckpt.meta.get("dataset_args") or {}
+    data = dataset_from(ckpt.meta["dataset"], root, False, device, **options)
+    if curve is not None:  # the directions are scaled to the network at phi(t)
+        centre = curve.network_at(float(cfg.t), data)
+        model, origin = curve.model, (curve, float(cfg.t))
+    else:
+        centre, origin = model, model
+    directions = directions_of(cfg.directions.family, centre, int(cfg.directions.seed))
+    dims = int(cfg.dims)
+    if dims not in (1, 2):
+        raise ValueError(f"dims must be 1 (a line) or 2 (a surface), got {cfg.dims}")
+    grid = plain(cfg.grid)
+    out = out_dir(cfg, cfg.ckpt)
+    at = f"-t{cfg.t:g}".replace(".", "p") if curve else ""  # no dot: it would be a suffix
+    name = f"landscape{dims}d-{cfg.directions.family}{at}"
+    job = {
+        "ckpt": fingerprint(*(p.detach() for p in centre.parameters())),
+        "directions": plain(cfg.directions),
+        "grid": grid,
+        "span": plain(cfg.span),
+        "bn": cfg.bn,
+        "wd": cfg.wd,
+        **engine_settings(cfg).resume_config(),
+    }
+    guard_result(out / name, job, cfg.get("overwrite", False))
+    kw = dict(
+        bn=cfg.bn,
+        wd=float(cfg.wd),
+        settings=engine_settings(cfg),
+        progress=cfg.progress,
+        partial=out / f"{name}-partial",
+        save_every_s=cfg.save_every_s,
+    )
+    if dims == 2:
+        sizes = (grid, grid) if isinstance(grid, int) else tuple(grid)
+        result = evaluate_surface(
+            model, origin, directions[:2], data, grid=sizes, span=_span(cfg.span, 2), **kw
+        )
+        figure = plot_contour(result, "train_loss", model=ckpt.meta.get("model"))
+    else:
+        result = evaluate_line(
+            model, origin, directions[0], data, points=int(grid), span=_span(cfg.span, 1), **kw
+        )
+        figure = plot_line(result, model=ckpt.meta.get("model"))
+    job_meta(result, job).save(out / name)
+    save_figure(figure, out / name)
+    log.info("%s: train loss %.4f .. %.4f", name, result.train_loss.min(), result.train_loss.max())
+    log.info("results in %s", out)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="landscape")
+def main(cfg: DictConfig) -> None:
+    run_app(run, cfg)
+
+
+if __name__ == "__main__":
+    from modeconn.apps.cli import run_module
+
+    run_module("landscape", main)

@@ -1,0 +1,93 @@
+"""The landscape and critique apps, and how the critique measures disagreement."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_app
+from test_interrupt import write_curve_checkpoint
+
+from modeconn.apps import critique as critique_app
+from modeconn.apps import landscape, train
+from modeconn.checkpoints import load_curve
+from modeconn.critique import Critique, disagreement, disagreement_table
+from modeconn.evaluation import evaluate_point
+
+QUICK = ["optim.epochs=1", "optim.batch_size=256", "progress=false"]
+
+
+def _bowl(curvature: float, g: int = 41) -> SimpleNamespace:
+    x = y = np.linspace(-1, 1, g)
+    xx, yy = np.meshgrid(x, y, indexing="ij")
+    return SimpleNamespace(x=x, y=y, train_loss=0.1 + curvature * (xx**2 + yy**2))
+
+
+def test_disagreement_measures_the_rise_on_a_circle_and_orders_the_networks():
+    surfaces = {
+        ("flat", "a"): _bowl(1.0),
+        ("sharp", "a"): _bowl(4.0),
+        ("flat", "b"): _bowl(3.0),  # family b draws the "flat" network sharper
+        ("sharp", "b"): _bowl(2.0),
+    }
+    table = disagreement(Critique(surfaces, ["flat", "sharp"], ["a", "b"]), radius=0.5)
+    assert table["rows"][("flat", "a")]["rise@0.5"] == pytest.approx(0.25, rel=0.05)
+    assert table["rows"][("flat", "a")]["centre"] == pytest.approx(0.1)
+    assert table["orders"] == {"a": ["flat", "sharp"], "b": ["sharp", "flat"]}
+    assert table["agree"] is False
+    assert "disagree" in disagreement_table(table)
+
+
+def test_landscape_app_draws_the_surface_around_an_endpoint(tmp_path):
+    ep = tmp_path / "ep.pt"
+    train.run(
+        compose_app("train", ["model=mlp", "model.args.hidden=[16]", *QUICK, f"checkpoint={ep}"])
+    )
+    cfg = compose_app(
+        "landscape",
+        [f"ckpt={ep}", "grid=[5,3]", "span=0.5", f"out={tmp_path / 'out'}", "progress=false"],
+    )
+    result = landscape.run(cfg)
+    assert result.train_loss.shape == (5, 3)
+    assert (tmp_path / "out" / "landscape2d-filter.png").exists()
+    assert (tmp_path / "out" / "landscape2d-filter.npz").exists()
+
+
+def test_landscape_app_around_phi_t_of_a_curve_has_phi_t_at_its_centre(tmp_path):
+    write_curve_checkpoint(tmp_path / "c.pt")
+    overrides = [f"ckpt={tmp_path / 'c.pt'}", "t=0.25", "grid=3", "span=0.5", "progress=false"]
+    result = landscape.run(compose_app("landscape", [*overrides, f"out={tmp_path / 'o'}"]))
+    curve, ckpt = load_curve(tmp_path / "c.pt")
+    from modeconn.data import load_dataset
+
+    ref = evaluate_point(curve.model, curve.weights(0.25), load_dataset("digits"))
+    assert result.train_nll[1, 1] == pytest.approx(ref["train"].nll, rel=1e-6)
+
+
+def test_landscape_app_draws_a_line_with_dims_1(tmp_path):
+    write_curve_checkpoint(tmp_path / "c.pt")
+    overrides = [f"ckpt={tmp_path / 'c.pt'}", "dims=1", "grid=7", "progress=false"]
+    result = landscape.run(compose_app("landscape", [*overrides, f"out={tmp_path / 'o'}"]))
+    assert result.train_loss.shape == (7,)
+    assert (tmp_path / "o" / "landscape1d-filter-t0p5.png").exists()
+
+
+def test_critique_app_writes_the_panel_figure_and_the_disagreement_table(tmp_path):
+    overrides = [
+        "norms=[none,batch]",
+        "families=[filter,qr]",
+        "width=4",
+        "epochs=1",
+        "grid=5",
+        "progress=false",
+        f"checkpoints={tmp_path / 'ck'}",
+        f"out={tmp_path / 'out'}",
+    ]
+    torch.manual_seed(0)
+    out = critique_app.run(compose_app("critique", overrides))
+    table = out["tables"]["bn-recompute-seed0"]
+    assert len(table["rows"]) == 4 and set(table["orders"]) == {"filter", "qr"}
+    assert (tmp_path / "out" / "critique-bn-recompute-seed0.png").exists()
+    assert (
+        "flattest to sharpest" in (tmp_path / "out" / "critique-bn-recompute-seed0.md").read_text()
+    )
