@@ -30,10 +30,9 @@ an explicit done mask, never by a value.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,9 +41,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from modeconn.curves import Curve, curve_args
 from modeconn.engine import EvalSettings, evaluate_grid, finite_stats, resolve_settings
-from modeconn.evaluation import batchnorm_layers, prepare_point
+from modeconn.origin import (
+    Centre,
+    OriginLike,
+    buffers_restored,
+    load_centre_statistics,
+    resolve_origin,
+    statistics_fingerprint,
+)
 from modeconn.store import PartialGrid, SavedResult, plain_meta
 from modeconn.tasks import CLASSIFICATION, MetricColumns, task_of
 from modeconn.weights import WeightSpace, fingerprint
@@ -52,7 +57,6 @@ from modeconn.weights import WeightSpace, fingerprint
 log = logging.getLogger("modeconn")
 
 BN_POLICIES = ("recompute", "origin")
-OriginLike = Tensor | Mapping[str, Tensor] | nn.Module | tuple[Curve, float]
 DirectionLike = Tensor | Mapping[str, Tensor]
 
 
@@ -143,126 +147,6 @@ class LineResult(_AroundResult):
         self._fill(task, values, metrics, direction_scale, meta, self.x.shape)
 
 
-# --------------------------------------------------------------------------- the centre
-
-
-@dataclass
-class _Centre:
-    """The origin resolved: the network to run, its weight space, the flat origin (D,),
-    what it was given as, and where BatchNorm buffers for bn="origin" come from."""
-
-    model: nn.Module
-    space: WeightSpace
-    vector: Tensor
-    kind: str
-    buffers: Mapping[str, Tensor] | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def _centre(model: nn.Module | None, origin: OriginLike) -> _Centre:
-    if isinstance(origin, (tuple, list)) and len(origin) == 2 and isinstance(origin[0], Curve):
-        curve, t = origin
-        t = float(t)
-        if not 0.0 <= t <= 1.0:
-            raise ValueError(f"the origin (curve, t) needs t in [0, 1], got t={t}")
-        model = curve.model if model is None else model
-        space = WeightSpace.from_module(model)
-        if space != curve.space:
-            raise ValueError(
-                "the model's parameters are not the curve's network's: pass model=None (the "
-                "curve's network) or a network of the same architecture"
-            )
-        with torch.no_grad():
-            vector = curve.point(t).detach().clone()
-        info = {"curve": {"type": curve.kind, **curve_args(curve)}, "t": t}
-        return _Centre(model, space, vector, "curve", info=info)
-    if isinstance(origin, nn.Module):
-        model = origin if model is None else model
-        space = WeightSpace.from_module(model)
-        buffers = dict(origin.named_buffers())
-        return _Centre(model, space, space.flatten(origin, "origin"), "module", buffers)
-    if model is None:
-        raise ValueError(
-            "pass the network as model: the origin is plain weights (model may be left None only "
-            "for a module origin or a (curve, t) origin)"
-        )
-    space = WeightSpace.from_module(model)
-    if isinstance(origin, Mapping):
-        return _Centre(model, space, space.flatten(origin, "origin"), "state_dict", origin)
-    if not isinstance(origin, Tensor) or origin.shape != (space.size,):
-        got = tuple(origin.shape) if isinstance(origin, Tensor) else type(origin).__name__
-        raise ValueError(
-            f"origin must be a flat (D,) tensor with D = {space.size}, a state dict, a module "
-            f"or a pair (curve, t), got {got}"
-        )
-    return _Centre(model, space, origin.detach(), "vector")
-
-
-def _bn_buffer_names(model: nn.Module) -> list[str]:
-    layers = set(batchnorm_layers(model))
-    return [
-        f"{name}.{buf}" if name else buf
-        for name, m in model.named_modules()
-        if m in layers
-        for buf in ("running_mean", "running_var", "num_batches_tracked")
-    ]
-
-
-@contextlib.contextmanager
-def _buffers_restored(model: nn.Module) -> Iterator[None]:
-    """The model's buffers (BatchNorm statistics) as they were, whatever happens inside."""
-    saved = {name: b.clone() for name, b in model.named_buffers()}
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(saved[name])
-
-
-def _load_centre_statistics(centre: _Centre, data, settings: EvalSettings) -> str:
-    """Put the centre's BatchNorm running statistics into the model's buffers (bn="origin");
-    returns a word for where they came from."""
-    net = centre.model
-    names = _bn_buffer_names(net)
-    if not names:
-        return "none (no BatchNorm)"
-    if centre.kind == "curve":  # once, at phi(t), exactly as the engine would at that point
-        prepare_point(
-            net,
-            centre.space.unflatten(centre.vector),
-            data,
-            bn_samples=settings.bn_samples,
-            bn_exact=settings.bn_exact,
-            autocast=settings.autocast,
-        )
-        return "recomputed once at phi(t)"
-    given = {k: v for k, v in (centre.buffers or {}).items() if k in names}
-    if given and len(given) < len(names):
-        missing = sorted(set(names) - set(given))
-        raise ValueError(
-            f"the origin holds some BatchNorm buffers but not {', '.join(missing[:3])}: pass "
-            f"a complete state dict (model.state_dict()) or bn='recompute'"
-        )
-    own = dict(net.named_buffers())
-    with torch.no_grad():
-        for name, value in given.items():
-            if own[name] is not value:
-                own[name].copy_(value)
-    if all(own[n].item() == 0 for n in names if n.endswith("num_batches_tracked")):
-        log.warning(
-            "bn='origin': the BatchNorm statistics in use were never estimated "
-            "(num_batches_tracked is 0); pass the trained module or its state dict as origin"
-        )
-    return "origin buffers" if given else "model buffers"
-
-
-def _statistics_fingerprint(net: nn.Module) -> str:
-    own = dict(net.named_buffers())
-    names = [n for n in _bn_buffer_names(net) if not n.endswith("num_batches_tracked")]
-    return fingerprint(*(own[n] for n in names)) if names else "none"
-
-
 # --------------------------------------------------------------------------- checks
 
 
@@ -322,7 +206,7 @@ def _policy(bn: str, settings: EvalSettings) -> EvalSettings:
 
 
 def _run(
-    centre: _Centre,
+    centre: Centre,
     dirs: list[Tensor],
     axes: list[np.ndarray],
     data,
@@ -350,11 +234,11 @@ def _run(
     grid = [len(a) for a in axes]
     config = {"kind": kind, "origin": fingerprint(origin64, *dirs), "grid": grid, "bn": bn}
     config.update({name: a.tolist() for name, a in zip("xy", axes, strict=False)})
-    with _buffers_restored(model):
+    with buffers_restored(model):
         statistics = "recomputed at every point"
         if bn == "origin":
-            statistics = _load_centre_statistics(centre, data, settings)
-            config["bn_statistics"] = _statistics_fingerprint(model)
+            statistics = load_centre_statistics(centre, data, settings)
+            config["bn_statistics"] = statistics_fingerprint(model)
         values = evaluate_grid(
             model, centre.space, tuple(grid), point_at, data, settings,
             wd=wd, config=config, desc=kind, **job,
@@ -414,7 +298,7 @@ def evaluate_surface(
     settings / **engine, partial, save_every_s, shard: as in `modeconn.engine.evaluate_grid`
         (the partial file is removed once the result is complete; a shard returns None).
     """
-    centre = _centre(model, origin)
+    centre = resolve_origin(model, origin)
     dirs = _directions(directions, centre.space, 2, centre.vector)
     axes = _axes(grid, span, 2, "grid")
     job = dict(progress=progress, partial=partial, save_every_s=save_every_s, shard=shard)
@@ -449,7 +333,7 @@ def evaluate_line(
     """Train/test metrics at origin + x[k] * d, x = linspace(x0, x1, points): the 1-D
     version of `evaluate_surface` (same origins, BatchNorm policies and engine options);
     direction: one flat (D,) tensor or state dict."""
-    centre = _centre(model, origin)
+    centre = resolve_origin(model, origin)
     dirs = _directions(direction, centre.space, 1, centre.vector)
     axes = _axes(points, span, 1, "points")
     job = dict(progress=progress, partial=partial, save_every_s=save_every_s, shard=shard)
@@ -490,8 +374,8 @@ def evaluate_interpolation(
     Goodfellow et al. go from an initialisation to a solution; any two points work here.
     bn="origin" evaluates every point with a's statistics.
     """
-    centre = _centre(model, a)
-    end = _centre(centre.model, b).vector.to(centre.vector.device, torch.float64)
+    centre = resolve_origin(model, a)
+    end = resolve_origin(centre.model, b).vector.to(centre.vector.device, torch.float64)
     dirs = _directions(end - centre.vector.double(), centre.space, 1, centre.vector)
     xs = np.asarray(alphas, dtype=np.float64)
     if xs.ndim != 1 or len(xs) == 0 or not np.all(np.isfinite(xs)):
