@@ -133,7 +133,7 @@ def allconv_formula(x: Tensor, sd: dict[str, Tensor], norm: str) -> Tensor:
             x = bn(x, sd, f"features.{i + 1}.")
         x = F.relu(x)
         if norm == "lrn":
-            x = F.local_response_norm(x, 5, alpha=1e-4, beta=0.75, k=2.0)
+            x = F.local_response_norm(x, 5, alpha=1e-4, beta=0.75, k=1.0)
         i += 2 if norm == "none" else 3
     return x.mean((2, 3))
 

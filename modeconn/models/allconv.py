@@ -9,10 +9,12 @@ loss-landscape plots. Every layer is conv -> ReLU; stride-2 convolutions replace
 
 with w = 96; 32x32 inputs give 32 -> 16 -> 8 -> 6 before the global average. `norm` adds a
 normalisation to every layer: "batch" as conv -> BatchNorm -> ReLU (convs then without bias),
-"lrn" as conv -> ReLU -> LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2) (AlexNet's
-constants and place). Weights are drawn as the 2018 code's convolutions, N(0, 2 / (k*k*out)),
-biases 0. Not taken from the paper: its dropout (left out) and its initialisation (not stated
-there). `conv7_padding=1` pads the seventh convolution for inputs smaller than 9x9 (8x8 digits).
+"lrn" as conv -> ReLU -> LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1) (AlexNet's place
+and constants except k = 1, PyTorch's default: AlexNet's k = 2 divides every layer's output
+by about 2^0.75, 100x over nine layers, and the net does not train from this initialisation).
+Weights are drawn as the 2018 code's convolutions, N(0, 2 / (k*k*out)), biases 0. Not taken
+from the paper: its dropout (left out) and its initialisation (not stated there).
+`conv7_padding=1` pads the seventh convolution for inputs smaller than 9x9 (8x8 digits).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class AllConv(nn.Module):
                 layers.append(nn.BatchNorm2d(out))
             layers.append(nn.ReLU())
             if norm == "lrn":
-                layers.append(nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0))
+                layers.append(nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0))
             channels = out
             h, w = ((s + 2 * pad - k) // stride + 1 for s in (h, w))
         if h < 1 or w < 1:
