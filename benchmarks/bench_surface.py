@@ -27,26 +27,39 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORKLOADS, as_dataset, machine, markdown_table  # noqa: E402
-from modeconn.directions import random_direction  # noqa: E402
-from modeconn.surface import evaluate_surface  # noqa: E402
 from reference import PerSampleImages, loader  # noqa: E402
 from reference_landscape import surface as reference_surface  # noqa: E402
 
+from modeconn.directions import random_direction  # noqa: E402
+from modeconn.evaluation import recompute_bn  # noqa: E402
+from modeconn.surface import evaluate_surface  # noqa: E402
 from modeconn.weights import WeightSpace  # noqa: E402
 
 GRIDS = {"digits ConvFC": 5, "CIFAR-shaped PreResNet-20": 2}
 
 
-def loss_landscapes_seconds(model, data, grid: int) -> float | None:
-    """Seconds of loss-landscapes' random_plane on one fixed batch of 128 (None if absent)."""
+NOTES: dict[str, str] = {}
+
+
+def loss_landscapes_seconds(name: str, model, data, grid: int) -> float | None:
+    """Seconds of loss-landscapes' random_plane on one fixed batch of 128 (None if absent).
+    Its filter normalisation divides by every filter's norm, 1-D biases included, and fails
+    on a zero one (zero-initialised biases, as the 2018 networks have): then it is timed
+    without normalisation, and the note says so."""
     try:
         import loss_landscapes
         from loss_landscapes.metrics import Loss
     except ImportError:
         return None
     metric = Loss(torch.nn.functional.cross_entropy, data.train_x[:128], data.train_y[:128])
+    kw = dict(distance=1, steps=grid, deepcopy_model=True)
     began = time.perf_counter()
-    loss_landscapes.random_plane(model, metric, distance=1, steps=grid, deepcopy_model=True)
+    try:
+        loss_landscapes.random_plane(model, metric, normalization="filter", **kw)
+    except ZeroDivisionError:
+        NOTES[name] = "filter normalisation fails (ZeroDivisionError: a zero bias); unnormalised"
+        began = time.perf_counter()
+        loss_landscapes.random_plane(model, metric, normalization=None, **kw)
     return time.perf_counter() - began
 
 
@@ -55,6 +68,7 @@ def run(name: str, spec: dict, rounds: int) -> dict:
     raw = spec["raw"]()
     data = as_dataset(name, raw, spec["scale"], spec["mean"], spec["std"])
     model = spec["model"]()
+    recompute_bn(model, data.train_x)  # the centre's statistics, as a trained network has them
     model.eval()
     space = WeightSpace.from_module(model)
     d1, d2 = (random_direction(model, seed=s) for s in (1, 2))
@@ -90,11 +104,11 @@ def run(name: str, spec: dict, rounds: int) -> dict:
             with torch.no_grad():
                 for k, v in model.named_buffers():
                     v.copy_(buffers[k])
-        seconds = loss_landscapes_seconds(model, data, g)
+        seconds = loss_landscapes_seconds(name, model, data, g)
         if seconds is not None:
             times["loss-landscapes"].append(seconds)
-    agreement = max(
-        abs(r["train_nll"] - origin.train_nll[i, j])
+    agreement = max(  # relative to the loss (far nodes of an untrained net reach 1e2-1e3)
+        abs(r["train_nll"] - origin.train_nll[i, j]) / max(1.0, abs(r["train_nll"]))
         for (i, j), r in zip(np.ndindex(g, g), ref, strict=True)
     )
     points = g * g
@@ -127,7 +141,7 @@ def table(rows: list[dict]) -> str:
                     else "not installed"
                 ),
             ),
-            ("max abs Δ train nll vs reference", lambda r: f"{r['agreement']:.1e}"),
+            ("max Δ train nll vs reference (relative above 1)", lambda r: f"{r['agreement']:.1e}"),
         ],
         rows,
     )
