@@ -29,13 +29,6 @@ from modeconn.surface import evaluate_line, evaluate_surface
 from modeconn.weights import fingerprint
 
 
-def _span(value, dims: int):
-    value = plain(value)
-    if isinstance(value, (int, float)):
-        return (-float(value), float(value)) if dims == 1 else ((-value, value), (-value, value))
-    return tuple(tuple(v) for v in value) if dims == 2 else tuple(value)
-
-
 def run(cfg: DictConfig):
     device = pick_device(cfg.device)
     curve = None
@@ -80,14 +73,14 @@ def run(cfg: DictConfig):
         save_every_s=cfg.save_every_s,
     )
     if dims == 2:
-        sizes = (grid, grid) if isinstance(grid, int) else tuple(grid)
+        # evaluate_surface reads grid (int or pair) and span (s, a pair or one per axis)
         result = evaluate_surface(
-            model, origin, directions[:2], data, grid=sizes, span=_span(cfg.span, 2), **kw
+            model, origin, directions[:2], data, grid=grid, span=plain(cfg.span), **kw
         )
         figure = plot_contour(result, "train_loss", model=ckpt.meta.get("model"))
     else:
         result = evaluate_line(
-            model, origin, directions[0], data, points=int(grid), span=_span(cfg.span, 1), **kw
+            model, origin, directions[0], data, points=grid, span=plain(cfg.span), **kw
         )
         figure = plot_line(result, model=ckpt.meta.get("model"))
     job_meta(result, job).save(out / name)
