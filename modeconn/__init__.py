@@ -22,6 +22,7 @@ from modeconn.directions import (  # noqa: E402
     principal_directions,
     qr_directions,
     random_direction,
+    tangent_directions,
     target_direction,
     zca_directions,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "principal_directions",
     "qr_directions",
     "random_direction",
+    "tangent_directions",
     "target_direction",
     "zca_directions",
     "CURVES",

@@ -32,11 +32,14 @@ from modeconn.directions import (
 from modeconn.engine import EvalSettings
 from modeconn.surface import SurfaceResult, evaluate_surface
 
-FAMILIES: dict[str, Callable[[nn.Module, int], list[Tensor]]] = {
-    "filter": lambda net, seed: [random_direction(net, seed=seed + k) for k in range(2)],
-    "qr": lambda net, seed: qr_directions(net, k=2, seed=seed),
-    "zca": lambda net, seed: zca_directions(net, k=2, seed=seed),
-    "pca": lambda net, seed: principal_directions(net, k=2),
+# family(net, seed, norm, ignore) -> two directions
+FAMILIES: dict[str, Callable[..., list[Tensor]]] = {
+    "filter": lambda net, seed, **rules: [
+        random_direction(net, seed=seed + k, **rules) for k in range(2)
+    ],
+    "qr": lambda net, seed, **rules: qr_directions(net, k=2, seed=seed, **rules),
+    "zca": lambda net, seed, **rules: zca_directions(net, k=2, seed=seed, **rules),
+    "pca": lambda net, seed, **rules: principal_directions(net, k=2, **rules),
 }
 FAMILY_TITLES = {
     "filter": "random, filter-normalised",
@@ -46,11 +49,19 @@ FAMILY_TITLES = {
 }
 
 
-def directions_of(family: str, net: nn.Module, seed: int = 0) -> list[Tensor]:
-    """The two directions of `family` (one of FAMILIES) around `net`."""
+def directions_of(
+    family: str,
+    net: nn.Module,
+    seed: int = 0,
+    norm: str | None = "filter",
+    ignore: str | None = "biasbn",
+) -> list[Tensor]:
+    """The two directions of `family` (one of FAMILIES) around `net`, scaled by `norm` with
+    `ignore`'s rule for 1-D tensors (see `random_direction`)."""
     if family not in FAMILIES:
-        raise ValueError(f"unknown direction family {family!r}; valid: {', '.join(FAMILIES)}")
-    return FAMILIES[family](net, seed)
+        valid = ", ".join([*FAMILIES, "tangent (around phi(t) of a curve)"])
+        raise ValueError(f"unknown direction family {family!r}; valid: {valid}")
+    return FAMILIES[family](net, seed, norm=norm, ignore=ignore)
 
 
 @dataclass

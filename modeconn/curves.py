@@ -93,6 +93,16 @@ class Curve(nn.Module):
         """Coefficients c_0..c_K of the K+1 control points at t: shape (num_bends + 2,)."""
         raise NotImplementedError
 
+    def slopes(self, t: float | Tensor) -> Tensor:
+        """dc_k/dt at t, shape (num_bends + 2,): the tangent is sum_k c_k'(t) w_k."""
+        raise NotImplementedError
+
+    def tangent(self, t: float | Tensor) -> Tensor:
+        """dphi/dt at t as a flat (D,) vector (float64 sums, in the weights' dtype)."""
+        c = self.slopes(t).to(self.start.device)
+        with torch.no_grad():
+            return (c[:, None] * self.control_points().double()).sum(0).to(self.start.dtype)
+
     def control_points(self) -> Tensor:
         """All control points stacked, shape (num_bends + 2, D): start, bends..., end."""
         return torch.cat([self.start[None], self.bends, self.end[None]])
@@ -359,6 +369,15 @@ class Bezier(Curve):
             [math.comb(n, k) * t**k * (1 - t) ** (n - k) for k in range(n + 1)], dtype=torch.float64
         )
 
+    def slopes(self, t: float | Tensor) -> Tensor:
+        # d/dt C(n,k) t^k (1-t)^(n-k) = n [B_{k-1,n-1}(t) - B_{k,n-1}(t)]
+        t, n = _as_t(t), self.degree
+        b = [math.comb(n - 1, k) * t**k * (1 - t) ** (n - 1 - k) for k in range(n)]
+        return torch.tensor(
+            [n * ((b[k - 1] if k > 0 else 0.0) - (b[k] if k < n else 0.0)) for k in range(n + 1)],
+            dtype=torch.float64,
+        )
+
 
 class PolyChain(Curve):
     """Polygonal chain through the bends with equally spaced knots t_k = k / (bends + 1)."""
@@ -375,6 +394,14 @@ class PolyChain(Curve):
         u = t * segments - s  # position inside the segment, in [0, 1]
         c = torch.zeros(segments + 1, dtype=torch.float64)
         c[s], c[s + 1] = 1 - u, u
+        return c
+
+    def slopes(self, t: float | Tensor) -> Tensor:
+        # constant on each segment; at a knot, the slope of the segment that starts there
+        segments = self.num_bends + 1
+        s = min(int(_as_t(t) * segments), segments - 1)
+        c = torch.zeros(segments + 1, dtype=torch.float64)
+        c[s], c[s + 1] = -segments, segments
         return c
 
 

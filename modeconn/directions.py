@@ -358,3 +358,29 @@ def orthonormal_pair(d1: Tensor, d2: Tensor) -> tuple[Tensor, Tensor, float]:
             "draw another direction (e.g. another seed)"
         )
     return u.to(dtype), (v / nv).to(dtype), cosine
+
+
+def tangent_directions(
+    curve, t: float, *, seed: int = 0, norm: str | None = "filter", ignore: str | None = "biasbn"
+) -> list[Tensor]:
+    """Two directions at phi(t) of a trained curve: across the low-loss tunnel and along it.
+
+    d1 = dphi/dt (`Curve.tangent`: one unit of x moves as far as one unit of t does, to first
+    order, so x = +-0.1 reaches about phi(t +- 0.1)); d2 = a random direction of
+    `random_direction`'s rules at phi(t)'s weights with its component along d1 removed
+    (float64), then rescaled to the norm it had, so it keeps Li et al.'s filter scale and the
+    plane is orthogonal: the surface shows the tunnel's cross-section along y. Returns [d1, d2].
+    """
+    along = curve.tangent(t)
+    if not bool(along.abs().sum() > 0):
+        raise ValueError(f"the curve's tangent at t={t} is zero: pick another t")
+    with torch.no_grad():
+        at = {name: w.detach() for name, w in curve.weights(t).items()}
+    normal = random_direction(at, norm=norm, ignore=ignore, seed=seed).to(along)
+    a, b = along.double(), normal.double()
+    u = a / a.norm()
+    c = b - torch.dot(u, b) * u
+    c = c - torch.dot(u, c) * u
+    if c.norm() == 0:
+        raise ValueError("the random direction is parallel to the tangent: use another seed")
+    return [along, (c * (b.norm() / c.norm())).to(along)]

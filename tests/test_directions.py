@@ -7,11 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from modeconn.curves import Bezier, Line, PolyChain
 from modeconn.directions import (
     orthonormal_pair,
     principal_directions,
     qr_directions,
     random_direction,
+    tangent_directions,
     target_direction,
     zca_directions,
     zca_whitening,
@@ -303,3 +305,37 @@ def test_normalisation_is_equivariant_to_rescaling_the_weights(c, norm):
 def test_unknown_norm_lists_the_choices():
     with pytest.raises(ValueError, match="filter"):
         random_direction(net(), norm="filters")
+
+
+@pytest.mark.parametrize("kind", ["bezier3", "polychain"])
+def test_curve_tangent_is_the_derivative_of_phi(kind):
+    torch.manual_seed(0)
+    nets = [nn.Linear(3, 2) for _ in range(4)]
+    if kind == "bezier3":
+        curve = Bezier(nets[0], nets[1], nets[2], degree=3)
+    else:
+        curve = PolyChain(nets[0], nets[1], nets[2], bends=2)
+    with torch.no_grad():
+        curve.bends.normal_()
+    for t in (0.1, 0.45, 0.8):
+        h = 1e-4
+        numeric = (curve.point(t + h).double() - curve.point(t - h).double()) / (2 * h)
+        torch.testing.assert_close(curve.tangent(t).double(), numeric, rtol=1e-3, atol=1e-3)
+
+
+def test_tangent_directions_are_orthogonal_and_keep_the_filter_scale():
+    torch.manual_seed(0)
+    nets = [nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)) for _ in range(3)]
+    curve = Bezier(nets[0], nets[1], nets[2])
+    d1, d2 = tangent_directions(curve, 0.3, seed=5)
+    assert torch.equal(d1, curve.tangent(0.3))
+    assert abs(float(torch.dot(d1.double(), d2.double()))) < 1e-6 * float(d1.norm() * d2.norm())
+    at = {k: v.detach() for k, v in curve.weights(0.3).items()}
+    raw = random_direction(at, seed=5)
+    assert float(d2.norm()) == pytest.approx(float(raw.norm()), rel=1e-6)
+
+
+def test_line_tangent_is_end_minus_start():
+    nets = [nn.Linear(3, 2) for _ in range(2)]
+    line = Line(nets[0], nets[0], nets[1])
+    torch.testing.assert_close(line.tangent(0.7), line.end - line.start)

@@ -91,3 +91,39 @@ def test_critique_app_writes_the_panel_figure_and_the_disagreement_table(tmp_pat
     assert (
         "flattest to sharpest" in (tmp_path / "out" / "critique-bn-recompute-seed0.md").read_text()
     )
+
+
+def test_landscape_app_tangent_directions_follow_the_curve_at_phi_t(tmp_path):
+    write_curve_checkpoint(tmp_path / "c.pt")
+    overrides = [f"ckpt={tmp_path / 'c.pt'}", "t=0.5", "directions=tangent", "dims=1"]
+    overrides += ["grid=3", "span=0.1", "progress=false", f"out={tmp_path / 'o'}"]
+    result = landscape.run(compose_app("landscape", overrides))
+    curve, _ = load_curve(tmp_path / "c.pt")
+    from modeconn.data import load_dataset
+
+    data = load_dataset("digits")
+    # x = +0.1 along dphi/dt is phi(0.6) to first order: nearer it than phi(0.5) is
+    at = curve.point(0.5) + 0.1 * curve.tangent(0.5)
+    ahead = evaluate_point(curve.model, curve.space.unflatten(at), data)["train"].nll
+    assert result.train_nll[2] == pytest.approx(ahead, rel=1e-5)
+    assert (tmp_path / "o" / "landscape1d-tangent-t0p5.npz").exists()
+
+
+def test_landscape_app_refuses_tangent_directions_around_an_endpoint(tmp_path):
+    ep = tmp_path / "ep.pt"
+    train.run(
+        compose_app("train", ["model=mlp", "model.args.hidden=[8]", *QUICK, f"checkpoint={ep}"])
+    )
+    cfg = compose_app("landscape", [f"ckpt={ep}", "directions=tangent", "progress=false"])
+    with pytest.raises(ValueError, match="needs a curve checkpoint"):
+        landscape.run(cfg)
+
+
+def test_landscape_app_uses_the_configured_direction_scaling(tmp_path):
+    write_curve_checkpoint(tmp_path / "c.pt")
+    runs = {}
+    for norm in ("filter", "layer"):
+        overrides = [f"ckpt={tmp_path / 'c.pt'}", "dims=1", "grid=3", "progress=false"]
+        overrides += [f"directions.norm={norm}", f"out={tmp_path / norm}"]
+        runs[norm] = landscape.run(compose_app("landscape", overrides))
+    assert runs["filter"].train_nll[0] != pytest.approx(runs["layer"].train_nll[0], rel=1e-4)

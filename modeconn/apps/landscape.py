@@ -2,7 +2,8 @@
 `modeconn landscape ckpt=checkpoints/<endpoint>.pt directions=filter grid=51 span=1.0`
 (`ckpt=<curve.pt> t=0.5` for a surface across the low-loss tunnel; `dims=1` for a line).
 
-Directions come from `conf/directions/` (filter, qr, zca, pca); BatchNorm statistics are
+Directions come from `conf/directions/` (filter, qr, zca, pca; tangent for a curve: dphi/dt
+and a random direction orthogonal to it); BatchNorm statistics are
 recomputed at every point unless `bn=origin` (Li et al.'s stale centre statistics).
 """
 
@@ -24,6 +25,7 @@ from modeconn.apps.common import (
 from modeconn.apps.outputs import guard_result, job_meta
 from modeconn.checkpoints import load_checkpoint, load_curve, load_endpoint
 from modeconn.critique import directions_of
+from modeconn.directions import tangent_directions
 from modeconn.plotting import plot_contour, plot_line, save_figure
 from modeconn.surface import evaluate_line, evaluate_surface
 from modeconn.weights import fingerprint
@@ -46,7 +48,20 @@ def run(cfg: DictConfig):
         model, origin = curve.model, (curve, float(cfg.t))
     else:
         centre, origin = model, model
-    directions = directions_of(cfg.directions.family, centre, int(cfg.directions.seed))
+    rules = dict(
+        seed=int(cfg.directions.seed),
+        norm=cfg.directions.get("norm", "filter"),
+        ignore=cfg.directions.get("ignore", "biasbn"),
+    )
+    if cfg.directions.family == "tangent":  # along the curve at phi(t), and across it
+        if curve is None:
+            raise ValueError(
+                f"directions=tangent needs a curve checkpoint (ckpt=<curve.pt> t=0.5): "
+                f"'{cfg.ckpt}' is an endpoint, which has no tangent"
+            )
+        directions = tangent_directions(curve, float(cfg.t), **rules)
+    else:
+        directions = directions_of(cfg.directions.family, centre, **rules)
     dims = int(cfg.dims)
     if dims not in (1, 2):
         raise ValueError(f"dims must be 1 (a line) or 2 (a surface), got {cfg.dims}")
