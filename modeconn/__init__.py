@@ -29,11 +29,9 @@ from modeconn.directions import (  # noqa: E402
 from modeconn.engine import EvalSettings, evaluate_grid, merge_shards  # noqa: E402
 from modeconn.ensembles import (  # noqa: E402
     EnsembleResult,
-    FGEResult,
     disagreement,
     ensemble_log_probs,
     ensembles_along_curve,
-    fge,
     kl_divergence,
 )
 from modeconn.evaluation import (  # noqa: E402
@@ -43,6 +41,7 @@ from modeconn.evaluation import (  # noqa: E402
     predict,
     recompute_bn,
 )
+from modeconn.fge import FGEResult, fge  # noqa: E402
 from modeconn.models import build_model, model_names  # noqa: E402
 from modeconn.path import PathResult, barrier, evaluate_path  # noqa: E402
 from modeconn.plane import (  # noqa: E402

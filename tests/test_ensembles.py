@@ -14,15 +14,13 @@ from modeconn.curves import Bezier, Line
 from modeconn.data import load_dataset
 from modeconn.ensembles import (
     EnsembleResult,
-    FGEResult,
     disagreement,
     ensemble_log_probs,
     ensembles_along_curve,
-    fge,
-    fge_lr,
     kl_divergence,
 )
 from modeconn.evaluation import evaluate_point, metrics, predict, recompute_bn
+from modeconn.fge import FGEResult, fge, fge_lr
 from modeconn.training import TrainConfig, train_endpoint
 
 FAST = settings(max_examples=40, deadline=None)

@@ -20,7 +20,7 @@ from modeconn.apps.common import (
 )
 from modeconn.apps.connect import named_endpoints
 from modeconn.checkpoints import load_endpoint
-from modeconn.ensembles import FGEResult, fge
+from modeconn.fge import FGEResult, fge
 from modeconn.plotting import plot_fge, save_figure
 
 
