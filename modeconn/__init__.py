@@ -42,6 +42,22 @@ from modeconn.evaluation import (  # noqa: E402
     recompute_bn,
 )
 from modeconn.fge import FGEResult, fge  # noqa: E402
+from modeconn.hessian import (  # noqa: E402
+    HessianExtremes,
+    HessianSettings,
+    HessianTrace,
+    directional_curvature,
+    hessian_density,
+    hessian_extremes,
+    hessian_trace,
+)
+from modeconn.hessian_density import SpectralDensity  # noqa: E402
+from modeconn.hessian_maps import (  # noqa: E402
+    CurvaturePath,
+    CurvatureSurface,
+    curvature_path,
+    curvature_surface,
+)
 from modeconn.models import build_model, model_names  # noqa: E402
 from modeconn.path import PathResult, barrier, evaluate_path  # noqa: E402
 from modeconn.plane import (  # noqa: E402
@@ -58,9 +74,33 @@ from modeconn.surface import (  # noqa: E402
     evaluate_surface,
 )
 from modeconn.training import TrainConfig, lr_schedule, train_curve, train_endpoint  # noqa: E402
+from modeconn.trajectory import (  # noqa: E402
+    TrajectoryResult,
+    evaluate_trajectory,
+    fixed_directions,
+    pca_directions,
+    project,
+)
+from modeconn.trajectory_store import (  # noqa: E402
+    TrajectoryRecorder,
+    TrajectoryStore,
+    record_trajectory,
+)
 from modeconn.weights import WeightSpace  # noqa: E402
 
 __all__ = [
+    "CurvaturePath",
+    "CurvatureSurface",
+    "HessianExtremes",
+    "HessianSettings",
+    "HessianTrace",
+    "SpectralDensity",
+    "curvature_path",
+    "curvature_surface",
+    "directional_curvature",
+    "hessian_density",
+    "hessian_extremes",
+    "hessian_trace",
     "LineResult",
     "SurfaceResult",
     "evaluate_interpolation",
@@ -73,6 +113,14 @@ __all__ = [
     "tangent_directions",
     "target_direction",
     "zca_directions",
+    "TrajectoryRecorder",
+    "TrajectoryResult",
+    "TrajectoryStore",
+    "evaluate_trajectory",
+    "fixed_directions",
+    "pca_directions",
+    "project",
+    "record_trajectory",
     "CURVES",
     "Bezier",
     "Checkpoint",

@@ -226,9 +226,9 @@ def _run(
     model = centre.model
 
     def point_at(index: tuple[int, ...]) -> Tensor:
-        point = origin64  # + 0.0 * d: a node at 0 is the origin exactly
+        point = origin64.clone()  # + 0.0 * d: a node at 0 is the origin exactly
         for k, d, axis in zip(index, dirs, axes, strict=True):
-            point = point + float(axis[k]) * d
+            point.add_(d, alpha=float(axis[k]))  # in place: one pass, no temporaries
         return point.to(dtype)
 
     grid = [len(a) for a in axes]

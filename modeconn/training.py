@@ -154,6 +154,7 @@ def fit(
     lr_fn: Callable[[float], float] | None = None,
     broadcast_buffers: bool = True,
     extra_state: tuple[Callable[[], Any], Callable[[Any], None]] | None = None,
+    step_callbacks: Sequence[Callable[[int, float], None]] = (),
 ) -> TrainResult:
     """The shared SGD loop. `step(net, x, y, generator) -> (loss, logits)` computes one batch
     by calling `net`: `module` itself, or under torchrun its DistributedDataParallel wrapper.
@@ -163,6 +164,10 @@ def fit(
     its checkpoint is written. `extra_state = (get, set)`: more state to checkpoint and
     restore on resume (what the callbacks collect). `broadcast_buffers`: DDP's option (rank
     0's buffers, e.g. BatchNorm statistics, sent to all ranks before each step).
+    `step_callbacks(step, loss)` run at every batch after its forward pass and before the
+    optimizer step: `step` optimizer steps are done (0 at the very first batch of a fresh
+    run), so the weights are still those the batch loss `loss` was computed on (a
+    trajectory recorder's snapshot, `modeconn.trajectory`).
     """
     if lr_fn is None:
         lr_fn = lambda e: lr_schedule(config.lr, e / config.epochs)  # noqa: E731
@@ -302,6 +307,8 @@ def fit(
                             else "."
                         )
                     )
+                for step_callback in step_callbacks:
+                    step_callback(epoch * steps + i, value.item())
                 optimizer.zero_grad(set_to_none=True)
                 (loss * scale if scale != 1.0 else loss).backward()
                 optimizer.step()
@@ -343,12 +350,14 @@ def train_endpoint(
     checkpoint: str | Path | None = None,
     meta: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callable[[int, dict[str, float]], None]] = (),
+    step_callbacks: Sequence[Callable[[int, float], None]] = (),
 ) -> TrainResult:
     """Train a network with SGD on the task's loss (cross-entropy; mse for a regression data
     set: `modeconn.tasks.task_loss`), weight decay `config.wd` in the optimizer.
 
     `meta` (model name/arguments, data set, ...) goes into the checkpoint; a checkpoint that
-    exists at `checkpoint` is resumed (or returned at once if finished).
+    exists at `checkpoint` is resumed (or returned at once if finished). `callbacks` run
+    after each epoch, `step_callbacks` at each batch before its update (`fit`).
     """
 
     task = task_of(data)
@@ -369,6 +378,7 @@ def train_endpoint(
         checkpoint=checkpoint,
         weight_decay=config.wd,
         callbacks=callbacks,
+        step_callbacks=step_callbacks,
     )
 
 
@@ -416,6 +426,7 @@ def train_curve(
     checkpoint: str | Path | None = None,
     meta: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callable[[int, dict[str, float]], None]] = (),
+    step_callbacks: Sequence[Callable[[int, float], None]] = (),
 ) -> TrainResult:
     """Train the bends of `curve`: t ~ U[0, 1] per mini-batch, SGD through the chain rule."""
     if curve.num_bends == 0:
@@ -448,5 +459,6 @@ def train_curve(
         load_fn=load,
         checkpoint=checkpoint,
         callbacks=callbacks,
+        step_callbacks=step_callbacks,
         broadcast_buffers=False,  # the endpoints are fixed; BatchNorm statistics are recomputed
     )

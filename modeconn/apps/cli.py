@@ -35,7 +35,9 @@ APPS = {
     "ensemble": "ensembles of w1 with phi(t)     (curve_ckpt=c.pt points=21)",
     "fge": "fast geometric ensembling       (start=a.pt cycles=4 cycle=2)",
     "landscape": "the loss surface around a network (ckpt=a.pt directions=filter grid=51)",
+    "curvature": "Hessian extremes, trace, spectrum (ckpt=a.pt where=point|path|surface)",
     "critique": "four direction families x three networks: can we trust the pictures?",
+    "trajectory": "training paths on PCA planes, animated (net=100x1; gallery=DIR)",
     "demo": "the whole chain on the embedded digits data",
 }
 FREE = "args"  # a level of keyword arguments: any key is valid there

@@ -28,6 +28,7 @@ from modeconn.apps.common import (
     train_config,
 )
 from modeconn.apps.outputs import args_tag
+from modeconn.apps.train import trajectory_hooks
 from modeconn.checkpoints import load_endpoint
 from modeconn.curves import build_curve
 from modeconn.data import Dataset, dataset_names
@@ -108,9 +109,9 @@ def run(cfg: DictConfig) -> dict:
     meta.update(dataset_root=root, start=str(cfg.start), end=str(cfg.end))
     if options:
         meta["dataset_args"] = options
-    train_curve(
-        curve, data, train_config(cfg.optim, cfg.seed, cfg.progress), checkpoint=path, meta=meta
-    )
+    config = train_config(cfg.optim, cfg.seed, cfg.progress)
+    hooks = trajectory_hooks(cfg, path, curve, data, config)
+    train_curve(curve, data, config, checkpoint=path, meta=meta, **hooks)
     finish_distributed()
     if rank != 0:
         return {"checkpoint": str(path)}

@@ -41,6 +41,18 @@ def endpoint_path(cfg: DictConfig) -> Path:
     return Path("checkpoints") / f"{cfg.dataset.name}-{model}-seed{cfg.seed}.pt"
 
 
+def trajectory_hooks(cfg: DictConfig, path: Path, target, data, config) -> dict:
+    """`trajectory.every=N|epoch`: the recorder's hooks for training `target` (checkpoint
+    `path`), recording to `path` with the suffix .trajectory; {} when it is off."""
+    every = (cfg.get("trajectory") or {}).get("every")
+    if every is None:
+        return {}
+    from modeconn.trajectory_store import record_trajectory
+
+    every = every if every == "epoch" else int(every)
+    return record_trajectory(path.with_suffix(".trajectory"), target, data, config, every).hooks()
+
+
 def run(cfg: DictConfig) -> dict:
     """Train (or resume) the endpoint the config describes; returns its path and test metrics.
 
@@ -67,7 +79,8 @@ def run(cfg: DictConfig) -> dict:
         "dataset_root": cfg.dataset.root,
         **({"dataset_args": options} if options else {}),
     }
-    result = train_endpoint(model, data, config, checkpoint=path, meta=meta)
+    hooks = trajectory_hooks(cfg, path, model, data, config)
+    result = train_endpoint(model, data, config, checkpoint=path, meta=meta, **hooks)
     finish_distributed()
     if rank != 0:
         return {"checkpoint": str(path)}

@@ -7,7 +7,8 @@ evaluates every node once and owns, in one place, what such a job needs: nodes b
 `PartialGrid` is made), shards (k, n) and their merge, progress, NaN/inf recording (a
 diverged node is a result, not a gap), Ctrl-C / SIGTERM saving, timing, and the engine part
 of the result metadata and of the resume configuration. Analyses supply only the points and
-their result class.
+their result class, and, where a node needs more than the loss (the curvature maps of
+`modeconn.hessian_maps`), a per-point `measure` with its own value names.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ log = logging.getLogger("modeconn")
 METRICS = metric_names(CLASSIFICATION)
 
 Index = tuple[int, ...]
+# A per-point measure: (model, flat point (D,), data) -> {name: value}, beside the metrics.
+Measure = Callable[[nn.Module, Tensor, Any], Mapping[str, float]]
 
 
 def node_metrics(
@@ -174,6 +177,8 @@ def evaluate_grid(
     shard: tuple[int, int] | None = None,
     progress: bool = True,
     desc: str = "grid",
+    measure: Measure | None = None,
+    measure_names: Sequence[str] = (),
 ) -> GridValues | None:
     """Evaluate the weight point `point_at(index)` (a flat (D,) tensor) at every index of a
     grid of `shape` (C order), with BatchNorm recomputed at each (`evaluate_point`; with
@@ -187,11 +192,19 @@ def evaluate_grid(
         in place: the caller removes it (`PartialGrid.remove_files`) once its result is saved.
     shard: (k, n) evaluates only the nodes whose flat index is k modulo n, into `partial`
         (required); returns None while nodes of other shards are missing (`merge_shards`).
-    Returns the metric arrays (named after the data set's task, `metric_names`) and the
-    engine metadata; a NaN or inf metric is recorded as is.
+    measure: called as measure(model, point, data) at every node after its metrics (with
+        gradients enabled, e.g. Hessian-vector products), returning the values named
+        `measure_names`; they are saved, resumed and sharded with the metrics. Without it
+        (the default) nothing changes.
+    Returns the metric arrays (named after the data set's task, `metric_names`, then the
+    measure's names) and the engine metadata; a NaN or inf metric is recorded as is.
     """
     shape = tuple(int(s) for s in shape)
-    names = metric_names(task_of(data))
+    extra = tuple(measure_names) if measure is not None else ()
+    clash = sorted(set(extra) & set(metric_names(task_of(data))))
+    if clash or len(set(extra)) != len(extra):
+        raise ValueError(f"measure_names must be distinct and not metric names, got {extra}")
+    names = metric_names(task_of(data)) + extra
     if shard is not None:
         k, n = shard
         if partial is None or not 0 <= k < n:
@@ -237,6 +250,10 @@ def evaluate_grid(
                 continue
             points = [point_at(ix).detach() for ix in pending]
             nodes = points_metrics(model, space, points, data, wd, settings, per_pass, eval_data)
+            if measure is not None:
+                with torch.enable_grad():
+                    for node, point in zip(nodes, points, strict=True):
+                        node.update(_measured(measure(model, point, data), extra))
             for ix, node in zip(pending, nodes, strict=True):
                 if job is None:
                     for name, value in node.items():
@@ -259,9 +276,20 @@ def evaluate_grid(
         "train_samples": len(data.train_x),
         "test_samples": len(data.test_x),
         "wd": wd,
-        **({} if names == METRICS else {"noise_scale": getattr(data, "noise_scale", None)}),
+        **(
+            {}
+            if names[: len(names) - len(extra)] == METRICS
+            else {"noise_scale": getattr(data, "noise_scale", None)}
+        ),
     }
     return GridValues({k: np.array(v) for k, v in values.items()}, meta)
+
+
+def _measured(values: Mapping[str, float], names: tuple[str, ...]) -> dict[str, float]:
+    """A measure's values as floats, exactly the names it declared."""
+    if set(values) != set(names):
+        raise ValueError(f"the measure returned {sorted(values)}, but declared {list(names)}")
+    return {name: float(values[name]) for name in names}
 
 
 def merge_shards(paths: list[str | Path], into: str | Path) -> int:

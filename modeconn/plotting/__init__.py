@@ -16,6 +16,7 @@ returned figure shows as a cell's value (`%matplotlib inline`); elsewhere, `save
 """
 
 from modeconn.plotting.common import Scale, figure_title, metric_label, save_figure, task_metrics
+from modeconn.plotting.curvature import plot_curvature_map, plot_curvature_path, plot_density
 from modeconn.plotting.ensembles import plot_ensembles, plot_fge
 from modeconn.plotting.functions import plot_functions
 from modeconn.plotting.line import plot_line
@@ -34,6 +35,11 @@ from modeconn.plotting.surface import (
     plot_surface_3d,
 )
 from modeconn.plotting.surface_export import export_vts, surface_html
+from modeconn.plotting.trajectory import (
+    plot_gallery,
+    plot_trajectories,
+    plot_trajectory,
+)
 
 __all__ = [
     "PLANE_METRICS",
@@ -44,6 +50,9 @@ __all__ = [
     "log_levels",
     "metric_label",
     "off_plane_note",
+    "plot_curvature_map",
+    "plot_curvature_path",
+    "plot_density",
     "plot_contour",
     "plot_ensembles",
     "plot_fge",
@@ -54,6 +63,9 @@ __all__ = [
     "plot_path",
     "plot_plane",
     "plot_surface_3d",
+    "plot_gallery",
+    "plot_trajectories",
+    "plot_trajectory",
     "save_figure",
     "shared_scale",
     "surface_html",
