@@ -35,9 +35,9 @@ from modeconn.engine.grid import Measure
 from modeconn.hessian import HessianSettings, curvature_along, extremes_of, trace_of
 from modeconn.hessian_hvp import hessian_operator
 from modeconn.origin import OriginLike, buffers_restored, resolve_origin
-from modeconn.path import _as_ts
+from modeconn.path import t_values
 from modeconn.store import PartialGrid, SavedResult, plain_meta
-from modeconn.surface import _axes, _directions
+from modeconn.surface import check_directions, grid_axes
 from modeconn.tasks import CLASSIFICATION, MetricColumns, metric_names, task_of
 from modeconn.weights import WeightSpace, fingerprint
 
@@ -212,8 +212,8 @@ def curvature_surface(
     """
     hessian = _hessian(hessian)
     centre = resolve_origin(model, origin)
-    dirs = _directions(directions, centre.space, 2, centre.vector)
-    axes = _axes(grid, span, 2, "grid")
+    dirs = check_directions(directions, centre.space, 2, centre.vector)
+    axes = grid_axes(grid, span, 2, "grid")
     settings = resolve_settings(settings, engine)
     origin64 = centre.vector.to(torch.float64)
     dtype = centre.vector.dtype if centre.vector.is_floating_point() else torch.float32
@@ -302,7 +302,7 @@ def curvature_path(
     Other arguments as `curvature_surface`."""
     hessian = _hessian(hessian)
     settings = resolve_settings(settings, engine)
-    ts = _as_ts(ts)
+    ts = t_values(ts)
     measure, names = curvature_measure(hessian, model=curve.model)
     config = {
         "kind": "curvature-path",

@@ -174,7 +174,7 @@ class PathResult(MetricColumns, SavedResult):
         return {m: {d: self.barrier(m, d) for d in BARRIERS} for m in barrier_metrics(self.task)}
 
 
-def _as_ts(ts: int | Sequence[float]) -> np.ndarray:
+def t_values(ts: int | Sequence[float]) -> np.ndarray:
     if isinstance(ts, (int, np.integer)) and not isinstance(ts, bool):
         if ts < 2:
             raise ValueError(f"ts must be >= 2 points to include both endpoints, got {ts}")
@@ -214,7 +214,7 @@ def evaluate_path(
         (the partial file is removed once the result is complete; a shard returns None).
     """
     settings = resolve_settings(settings, engine)
-    ts = _as_ts(ts)
+    ts = t_values(ts)
     config = {"ts": ts.tolist(), "curve": fingerprint(curve.endpoints, curve.bends)}
     grid = evaluate_grid(
         curve.model,

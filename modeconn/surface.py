@@ -150,7 +150,7 @@ class LineResult(_AroundResult):
 # --------------------------------------------------------------------------- checks
 
 
-def _directions(directions: Any, space: WeightSpace, count: int, like: Tensor) -> list[Tensor]:
+def check_directions(directions: Any, space: WeightSpace, count: int, like: Tensor) -> list[Tensor]:
     """`count` float64 (D,) directions on the origin's device from a (count, D) tensor, one
     (D,) tensor (count 1) or a sequence of tensors / state dicts."""
     if isinstance(directions, Tensor):
@@ -174,7 +174,7 @@ def _directions(directions: Any, space: WeightSpace, count: int, like: Tensor) -
     return out
 
 
-def _axes(sizes: Any, span: Any, dims: int, what: str) -> list[np.ndarray]:
+def grid_axes(sizes: Any, span: Any, dims: int, what: str) -> list[np.ndarray]:
     """linspace(lo, hi, n) per axis: sizes an int >= 2 or one per axis; span a number s
     (-s, s), one pair (lo, hi) or one pair per axis."""
     sizes = (sizes,) * dims if np.ndim(sizes) == 0 else tuple(sizes)
@@ -299,8 +299,8 @@ def evaluate_surface(
         (the partial file is removed once the result is complete; a shard returns None).
     """
     centre = resolve_origin(model, origin)
-    dirs = _directions(directions, centre.space, 2, centre.vector)
-    axes = _axes(grid, span, 2, "grid")
+    dirs = check_directions(directions, centre.space, 2, centre.vector)
+    axes = grid_axes(grid, span, 2, "grid")
     job = dict(progress=progress, partial=partial, save_every_s=save_every_s, shard=shard)
     out = _run(centre, dirs, axes, data, "surface", bn, wd, settings, engine, job)
     if out is None:
@@ -334,8 +334,8 @@ def evaluate_line(
     version of `evaluate_surface` (same origins, BatchNorm policies and engine options);
     direction: one flat (D,) tensor or state dict."""
     centre = resolve_origin(model, origin)
-    dirs = _directions(direction, centre.space, 1, centre.vector)
-    axes = _axes(points, span, 1, "points")
+    dirs = check_directions(direction, centre.space, 1, centre.vector)
+    axes = grid_axes(points, span, 1, "points")
     job = dict(progress=progress, partial=partial, save_every_s=save_every_s, shard=shard)
     return _line(_run(centre, dirs, axes, data, "line", bn, wd, settings, engine, job), axes, data)
 
@@ -376,7 +376,7 @@ def evaluate_interpolation(
     """
     centre = resolve_origin(model, a)
     end = resolve_origin(centre.model, b).vector.to(centre.vector.device, torch.float64)
-    dirs = _directions(end - centre.vector.double(), centre.space, 1, centre.vector)
+    dirs = check_directions(end - centre.vector.double(), centre.space, 1, centre.vector)
     xs = np.asarray(alphas, dtype=np.float64)
     if xs.ndim != 1 or len(xs) == 0 or not np.all(np.isfinite(xs)):
         raise ValueError(f"alphas must be a non-empty 1-D sequence of finite numbers, got {alphas}")
