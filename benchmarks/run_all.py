@@ -22,6 +22,8 @@ def main() -> None:
         ("bench_precision.py", "autocast on trained networks: accuracy cost and speed"),
         ("bench_subset.py", "The evaluation subset (eval_samples) on the demo plane"),
         ("bench_surface.py", "Loss surfaces vs loss-landscape's per-point loop"),
+        ("bench_hessian.py", "Hessian eigenvalues and trace vs PyHessian and Li et al."),
+        ("bench_similarity.py", "Linear CKA and SVCCA vs torch-cka and google/svcca's formulas"),
     ):
         out = HERE / f".{script}.md"
         subprocess.run([sys.executable, str(HERE / script), "--markdown", str(out)], check=True)

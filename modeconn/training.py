@@ -29,6 +29,8 @@ from modeconn.curves import Curve, curve_args
 from modeconn.interrupt import save_on_interrupt
 from modeconn.tasks import CLASSIFICATION, batch_score, task_loss, task_of
 
+OPTIMIZERS = ("sgd", "adam")
+
 
 @dataclass
 class TrainConfig:
@@ -43,6 +45,7 @@ class TrainConfig:
     save_every: int = 0  # epochs between checkpoints; 0: only at the end
     augment: bool = True  # train-time augmentation, if the data set defines one
     progress: bool = True
+    optimizer: str = "sgd"  # "sgd" (with momentum) or "adam" (betas 0.9, 0.999; momentum unused)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -51,6 +54,10 @@ class TrainConfig:
         for name in ("lr", "wd", "momentum", "save_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}"
+            )
 
 
 def lr_schedule(base_lr: float, progress: float) -> float:
@@ -87,10 +94,13 @@ _RESUME_KEYS = (
     "curve",
     "fge",
     "start",
+    "optimizer",
 )
 
 
 def _check_resumable(path: Path, stored: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    # checkpoints from before the optimizer option were SGD runs
+    stored = {"optimizer": "sgd", **stored}
     differing = [k for k in _RESUME_KEYS if k in meta and stored.get(k) != meta.get(k)]
     if differing:
         details = "; ".join(f"{k}: stored {stored.get(k)!r}, now {meta[k]!r}" for k in differing)
@@ -173,9 +183,12 @@ def fit(
         lr_fn = lambda e: lr_schedule(config.lr, e / config.epochs)  # noqa: E731
     task = task_of(data)
     scored = "train_error" if task == CLASSIFICATION else "train_mse"
-    optimizer = torch.optim.SGD(
-        params, lr=config.lr, momentum=config.momentum, weight_decay=weight_decay
-    )
+    if config.optimizer == "adam":  # weight decay as Adam's L2 term (coupled, not AdamW)
+        optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=weight_decay)
+    else:
+        optimizer = torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=weight_decay
+        )
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     meta = {
@@ -183,6 +196,7 @@ def fit(
         **{k: v for k, v in asdict(config).items() if k in _RESUME_KEYS},
         "epochs": config.epochs,
     }
+    meta["optimizer"] = config.optimizer
     result = TrainResult(checkpoint=Path(checkpoint) if checkpoint else None)
     start_epoch = 0
     if result.checkpoint is not None and result.checkpoint.exists():

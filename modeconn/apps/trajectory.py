@@ -225,33 +225,50 @@ def _recorded(cfg: DictConfig) -> dict:
 
 
 def _compare(cfg, data, device, args, out, model, store, result, kw) -> None:
-    """Runs with other optimiser settings from the same initialisation, on one fixed plane."""
-    final = torch.as_tensor(np.array(store.points()[-1]))
-    centre = {k: v.to(device) for k, v in model.state_dict().items()}
-    dirs = fixed_directions(centre, norm="filter").double()
-    base, surface = evaluate_trajectory(
-        model, store, data, directions=dirs, true_loss=False, progress=False,
-        span=None, **{**kw, "margin": float(cfg.margin)},
-    )  # fmt: skip
-    runs, labels = [base], [f"lr {cfg.optim.lr}, momentum {cfg.optim.momentum}"]
+    """Runs with other optimiser settings from the same initialisation, on one fixed plane.
+
+    compare_plane="finals": the plane through this run's final point (the origin), the shared
+    start and the first comparison run's final point (d1 = start - final, d2 = other final -
+    final), so both paths' ends lie in it exactly; "filter": two random filter-normalised
+    directions at the final point (Li et al.'s random plane: paths are nearly orthogonal to
+    it in high dimensions, so they project to short squiggles)."""
+    points = store.points()
+    final = torch.as_tensor(np.array(points[-1]), dtype=torch.float64)
+    start = torch.as_tensor(np.array(points[0]), dtype=torch.float64)
+    others, labels = [], []
     for k, change in enumerate(cfg.compare):
         change = plain(change)
         config = TrainConfig(**{**plain(cfg.optim), **change, "seed": cfg.seed, "progress": False})
         _, other = _train(cfg, data, device, config, args, out / f"compare{k + 1}")
-        coords, residual = project(other, final, dirs)
-        runs.append(TrajectoryResult(other.steps, other.losses, coords, residual, base.ratios))
-        runs[-1].meta = base.meta
+        others.append(other)
         labels.append(", ".join(f"{key} {value}" for key, value in change.items()))
+    plane = cfg.get("compare_plane", "finals")
+    if plane == "finals":
+        other_final = torch.as_tensor(np.array(others[0].points()[-1]), dtype=torch.float64)
+        dirs, title = torch.stack([start - final, other_final - final]), "start and final points"
+    elif plane == "filter":
+        centre = {k: v.to(device) for k, v in model.state_dict().items()}
+        dirs, title = fixed_directions(centre, norm="filter").double(), "filter-normalised"
+    else:
+        raise ValueError(f"compare_plane must be 'finals' or 'filter', got {plane!r}")
+    opt = cfg.optim.get("optimizer", "sgd")
+    labels.insert(0, f"{opt}, lr {cfg.optim.lr}, momentum {cfg.optim.momentum}")
+    runs = []
+    for run_store in (store, *others):
+        coords, residual = project(run_store, final, dirs)
+        runs.append(TrajectoryResult(run_store.steps, run_store.losses, coords, residual, None))
     # one plane for all: spanned over every run's projected path
     allxy = np.concatenate([r.coords for r in runs])
     lo, hi = allxy.min(0), allxy.max(0)
     pad = 0.2 * (hi - lo)
     span = ((lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1]))
-    _, surface = evaluate_trajectory(
+    base, surface = evaluate_trajectory(
         model, store, data, directions=dirs, true_loss=False, progress=False, span=span,
         grid=kw["grid"], wd=kw["wd"], settings=kw["settings"],
     )  # fmt: skip
-    fig = plot_trajectories(surface, runs, labels, title="one fixed plane (filter-normalised)")
+    for r in runs:
+        r.ratios, r.meta = base.ratios, base.meta
+    fig = plot_trajectories(surface, runs, labels, title=f"one fixed plane ({title})")
     save_figure(fig, out / "trajectories-fixed.png")
 
 
