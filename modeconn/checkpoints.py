@@ -380,9 +380,23 @@ def load_state(model: nn.Module, state: Mapping[str, Tensor], what: str = "state
     model.load_state_dict(state)
 
 
-def load_curve(path: str | Path) -> tuple[Curve, Checkpoint]:
-    """Rebuild a trained curve (and its base network) from a curve checkpoint."""
-    ckpt = load_checkpoint(path, expect="curve")
+def load_curve(
+    path: str | Path, *, meta: Mapping[str, Any] | None = None
+) -> tuple[Curve, Checkpoint]:
+    """Rebuild a trained curve (and its base network) from a curve checkpoint.
+
+    path: a modeconn curve checkpoint, or a 2018 reference-code curve checkpoint
+    ({'model_state': ...} with `coeff_layer.*` and `net.*` entries; `models.legacy`).
+    meta: what the architecture and data set are ('model', 'model_args', 'num_classes',
+    'input_shape', 'dataset'; see `endpoint_meta`): needed for a 2018 file, checked against a
+    modeconn checkpoint's own.
+    """
+    path, given = Path(path), dict(meta or {})
+    payload = read_torch_file(path)
+    if _is_2018_curve(payload):
+        return _load_2018_curve(path, payload, given)
+    ckpt = _checkpoint_from(payload, path, "curve")
+    _check_agrees(path, ckpt.meta, given)
     model = model_from_checkpoint(ckpt)
     space = WeightSpace.from_module(model)
     try:
@@ -394,3 +408,42 @@ def load_curve(path: str | Path) -> tuple[Curve, Checkpoint]:
     with torch.no_grad():
         curve.bends.copy_(ckpt.state["bends"])
     return curve, ckpt
+
+
+_SOURCE_2018_CURVE = "2018 reference-code curve checkpoint"
+
+
+def _is_2018_curve(payload: Any) -> bool:
+    state = payload.get("model_state") if isinstance(payload, dict) else None
+    return isinstance(state, Mapping) and any(str(k).startswith("coeff_layer.") for k in state)
+
+
+def _load_2018_curve(path: Path, payload: Mapping, given: Mapping[str, Any]):
+    from modeconn.curves import curve_args
+    from modeconn.models.legacy import load_2018_curve
+
+    if any(given.get(k) is None for k in ("model", "num_classes", "input_shape")):
+        raise ValueError(
+            f"'{path}' is a {_SOURCE_2018_CURVE}; name its architecture and data set: "
+            "model=<name> dataset=<name> (e.g. model=preresnet20 dataset=cifar10)"
+        )
+    model = build_model(
+        given["model"],
+        num_classes=given["num_classes"],
+        input_shape=tuple(given["input_shape"]),
+        **(given.get("model_args") or {}),
+    )
+    try:
+        curve = load_2018_curve(payload, model)
+    except ValueError as err:
+        raise ValueError(
+            f"{_SOURCE_2018_CURVE} '{path}' (read as {given['model']!r}): {err}"
+        ) from err
+    info = {
+        **given,
+        "curve": {"type": curve.kind, **curve_args(curve)},
+        "finished": True,
+        "source": _SOURCE_2018_CURVE,
+    }
+    state = {"start": curve.start, "end": curve.end, "bends": curve.bends.detach()}
+    return curve, Checkpoint("curve", info, state, {}, path)

@@ -292,3 +292,40 @@ def test_2018_curve_of_another_kind_or_degree_than_asked_is_refused():
         load_2018_curve(payload, model, "polychain")
     with pytest.raises(ValueError, match="3 control points"):
         load_2018_curve(payload, model, "bezier", degree=3)
+
+
+# --- 2018 curve checkpoints on the command line ---------------------------------------------
+
+
+def _mlp_2018_curve(path) -> list[dict[str, Tensor]]:
+    bases = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        bases.append(build_model("mlp", 10, (1, 8, 8), hidden=[16]).state_dict())
+    save_2018(path, curve_net_state(bases, "Bezier", {}))
+    return bases
+
+
+def test_the_evaluate_app_reads_a_2018_curve_checkpoint_with_model_and_dataset_named(tmp_path):
+    from conftest import compose_app
+
+    from modeconn.apps import evaluate
+    from modeconn.data import load_dataset
+    from modeconn.evaluation import evaluate_point
+
+    bases = _mlp_2018_curve(tmp_path / "curve.pt")
+    overrides = [f"curve_ckpt={tmp_path / 'curve.pt'}", "model=mlp", "model.args.hidden=[16]"]
+    overrides += ["dataset=digits", "points=3", "progress=false", f"out={tmp_path / 'out'}"]
+    results = evaluate.run(compose_app("evaluate", overrides))
+    net = build_model("mlp", 10, (1, 8, 8), hidden=[16])
+    net.load_state_dict(bases[0])
+    expected = evaluate_point(net, dict(net.named_parameters()), load_dataset("digits"))
+    assert results["curve"].train_nll[0] == pytest.approx(expected["train"].nll, rel=1e-6)
+
+
+def test_a_2018_curve_checkpoint_without_its_architecture_says_what_to_name(tmp_path):
+    from modeconn.checkpoints import load_curve
+
+    _mlp_2018_curve(tmp_path / "curve.pt")
+    with pytest.raises(ValueError, match="2018 reference-code curve checkpoint; name its"):
+        load_curve(tmp_path / "curve.pt")

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from modeconn.apps.cli import check_options
-from modeconn.data import Dataset, load_dataset
+from modeconn.data import Dataset, dataset_names, load_dataset
 from modeconn.training import TrainConfig
 
 
@@ -111,15 +111,48 @@ def run_app(run, cfg: DictConfig) -> Any:
         raise interrupted_exit(err) from None
 
 
+def named_endpoints(cfg: DictConfig, device) -> tuple[dict, Any]:
+    """What `model=...` and `dataset=...` on the command line say the checkpoints are.
+
+    Returns the `meta` for `load_endpoint` / `load_curve` (reads plain state dicts and 2018
+    curve checkpoints, and is checked against modeconn checkpoints) and the data set it
+    loaded, or ({}, None) when neither is named.
+    """
+    named, data = {}, None
+    if cfg.get("dataset") is not None:
+        options = dataset_options(cfg.dataset)
+        root = cfg.data_root if cfg.data_root is not None else cfg.dataset.root
+        data = dataset_from(cfg.dataset.name, root, cfg.dataset.download, device, **options)
+        named = {
+            "dataset": cfg.dataset.name,
+            "num_classes": data.num_classes,
+            "input_shape": list(data.input_shape),
+            "dataset_root": root,
+            "dataset_args": options,
+        }
+    if cfg.get("model") is not None:
+        if data is None:
+            raise ValueError(
+                f"model={cfg.model.name} names the architecture of plain state dicts; name "
+                f"their data set too (dataset=<name>, one of {', '.join(dataset_names())}), "
+                "which gives the number of classes and the input shape"
+            )
+        named.update(model=cfg.model.name, model_args=plain(cfg.model.get("args")) or {})
+    return named, data
+
+
 def load_curve_and_data(cfg: DictConfig):
-    """The curve checkpoint `cfg.curve_ckpt` on the chosen device, its data set and checkpoint."""
+    """The curve checkpoint `cfg.curve_ckpt` on the chosen device, its data set and checkpoint
+    (a 2018 curve checkpoint with `model=... dataset=...` named)."""
     from modeconn.checkpoints import load_curve
 
     device = pick_device(cfg.device)
-    curve, ckpt = load_curve(cfg.curve_ckpt)
-    root = cfg.data_root if cfg.data_root is not None else ckpt.meta.get("dataset_root")
-    options = ckpt.meta.get("dataset_args") or {}  # e.g. an image folder's size
-    data = dataset_from(ckpt.meta["dataset"], root, False, device, **options)
+    named, data = named_endpoints(cfg, device)
+    curve, ckpt = load_curve(cfg.curve_ckpt, meta=named)
+    if data is None:
+        root = cfg.data_root if cfg.data_root is not None else ckpt.meta.get("dataset_root")
+        options = ckpt.meta.get("dataset_args") or {}  # e.g. an image folder's size
+        data = dataset_from(ckpt.meta["dataset"], root, False, device, **options)
     return curve.to(device), data, ckpt
 
 

@@ -16,10 +16,10 @@ from omegaconf import DictConfig
 from modeconn.apps.common import (
     CONFIG_PATH,
     dataset_from,
-    dataset_options,
     finish_distributed,
     init_distributed,
     log,
+    named_endpoints,
     pick_device,
     plain,
     run_app,
@@ -31,41 +31,11 @@ from modeconn.apps.outputs import args_tag
 from modeconn.apps.train import trajectory_hooks
 from modeconn.checkpoints import load_endpoint
 from modeconn.curves import build_curve
-from modeconn.data import Dataset, dataset_names
 from modeconn.evaluation import evaluate_point
 from modeconn.training import train_curve
 
 # Endpoint metadata that must agree for two networks to be connected.
 _MUST_MATCH = ("model", "model_args", "num_classes", "input_shape", "dataset")
-
-
-def named_endpoints(cfg: DictConfig, device) -> tuple[dict, Dataset | None]:
-    """What `model=...` and `dataset=...` on the command line say the endpoints are.
-
-    Returns the `meta` for `load_endpoint` (reads plain state dicts, and is checked against
-    modeconn checkpoints) and the data set it loaded, or ({}, None) when neither is named.
-    """
-    named, data = {}, None
-    if cfg.get("dataset") is not None:
-        options = dataset_options(cfg.dataset)
-        root = cfg.data_root if cfg.data_root is not None else cfg.dataset.root
-        data = dataset_from(cfg.dataset.name, root, cfg.dataset.download, device, **options)
-        named = {
-            "dataset": cfg.dataset.name,
-            "num_classes": data.num_classes,
-            "input_shape": list(data.input_shape),
-            "dataset_root": root,
-            "dataset_args": options,
-        }
-    if cfg.get("model") is not None:
-        if data is None:
-            raise ValueError(
-                f"model={cfg.model.name} names the architecture of plain state dicts; name "
-                f"their data set too (dataset=<name>, one of {', '.join(dataset_names())}), "
-                "which gives the number of classes and the input shape"
-            )
-        named.update(model=cfg.model.name, model_args=plain(cfg.model.get("args")) or {})
-    return named, data
 
 
 def curve_path(cfg: DictConfig) -> Path:

@@ -14,11 +14,11 @@ from modeconn.apps.common import (
     dataset_from,
     engine_settings,
     log,
+    named_endpoints,
     out_dir,
     pick_device,
     run_app,
 )
-from modeconn.apps.connect import named_endpoints
 from modeconn.checkpoints import load_endpoint
 from modeconn.fge import FGEResult, fge
 from modeconn.plotting import plot_fge, save_figure
