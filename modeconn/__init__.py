@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from modeconn.activations import collect_activations, network_at, stream_activations  # noqa: E402
 from modeconn.batched import (  # noqa: E402
     choose_points_per_pass,
     evaluate_points,
@@ -66,6 +67,27 @@ from modeconn.plane import (  # noqa: E402
     evaluate_plane,
     evaluate_plane_through_curve,
 )
+from modeconn.representations import (  # noqa: E402
+    SimilarityResult,
+    along_curve,
+    class_wise,
+    compare_networks,
+    over_training,
+    training_snapshots,
+)
+from modeconn.similarity import (  # noqa: E402
+    MinibatchCKA,
+    Moments,
+    SimilarityWarning,
+    cca,
+    debiased_cka,
+    linear_cka,
+    minibatch_cka,
+    permutation_baseline,
+    pwcca,
+    rbf_cka,
+    svcca,
+)
 from modeconn.surface import (  # noqa: E402
     LineResult,
     SurfaceResult,
@@ -89,6 +111,26 @@ from modeconn.trajectory_store import (  # noqa: E402
 from modeconn.weights import WeightSpace  # noqa: E402
 
 __all__ = [
+    "MinibatchCKA",
+    "Moments",
+    "SimilarityResult",
+    "SimilarityWarning",
+    "along_curve",
+    "cca",
+    "class_wise",
+    "collect_activations",
+    "compare_networks",
+    "debiased_cka",
+    "linear_cka",
+    "minibatch_cka",
+    "network_at",
+    "over_training",
+    "permutation_baseline",
+    "pwcca",
+    "rbf_cka",
+    "stream_activations",
+    "svcca",
+    "training_snapshots",
     "CurvaturePath",
     "CurvatureSurface",
     "HessianExtremes",

@@ -37,6 +37,7 @@ APPS = {
     "landscape": "the loss surface around a network (ckpt=a.pt directions=filter grid=51)",
     "curvature": "Hessian extremes, trace, spectrum (ckpt=a.pt where=point|path|surface)",
     "critique": "four direction families x three networks: can we trust the pictures?",
+    "similarity": "SVCCA/PWCCA/CKA of layers       (analysis=pair|curve|training|classes)",
     "trajectory": "training paths on PCA planes, animated (net=100x1; gallery=DIR)",
     "demo": "the whole chain on the embedded digits data",
 }

@@ -28,6 +28,12 @@ from modeconn.plotting.plane import (
     plot_plane,
     shared_scale,
 )
+from modeconn.plotting.similarity import (
+    plot_along_curve,
+    plot_class_wise,
+    plot_layer_similarity,
+    plot_over_training,
+)
 from modeconn.plotting.surface import (
     plot_contour,
     plot_heatmap,
@@ -58,6 +64,10 @@ __all__ = [
     "plot_fge",
     "plot_functions",
     "plot_heatmap",
+    "plot_along_curve",
+    "plot_class_wise",
+    "plot_layer_similarity",
+    "plot_over_training",
     "plot_line",
     "plot_panels",
     "plot_path",
