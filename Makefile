@@ -2,7 +2,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench gallery figures clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,15 @@ test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/pip install -e '.[dev,bench]'
 	$(BIN)/python benchmarks/run_all.py
+
+# the trajectory post's grid as one multirun (about 4 minutes on 2 cores), then its gallery
+gallery: $(VENV)/.installed
+	$(BIN)/modeconn trajectory -m net=logistic,5x1,20x1,100x1,5x5,20x5,100x5,5x10,20x10,100x10 init=he
+	$(BIN)/modeconn trajectory gallery=results/trajectory
+
+# the README's curvature figures (docs/curvature_*.png)
+figures: $(VENV)/.installed
+	$(BIN)/python docs/curvature_figures.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check modeconn tests benchmarks

@@ -413,6 +413,15 @@ def load_curve(
 _SOURCE_2018_CURVE = "2018 reference-code curve checkpoint"
 
 
+def checkpoint_kind(path: str | Path) -> str:
+    """ "curve" for a modeconn or 2018 curve checkpoint, the kind a modeconn checkpoint names,
+    else "endpoint" (a plain state dict, which `load_endpoint` reads or explains)."""
+    payload = read_torch_file(path)
+    if isinstance(payload, dict) and "modeconn" in payload:
+        return str(payload.get("kind"))
+    return "curve" if _is_2018_curve(payload) else "endpoint"
+
+
 def _is_2018_curve(payload: Any) -> bool:
     state = payload.get("model_state") if isinstance(payload, dict) else None
     return isinstance(state, Mapping) and any(str(k).startswith("coeff_layer.") for k in state)

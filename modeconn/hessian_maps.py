@@ -37,7 +37,7 @@ from modeconn.hessian_hvp import hessian_operator
 from modeconn.origin import OriginLike, buffers_restored, resolve_origin
 from modeconn.path import t_values
 from modeconn.store import PartialGrid, SavedResult, plain_meta
-from modeconn.surface import check_directions, grid_axes
+from modeconn.surface import SurfaceResult, check_directions, grid_axes
 from modeconn.tasks import CLASSIFICATION, MetricColumns, metric_names, task_of
 from modeconn.weights import WeightSpace, fingerprint
 
@@ -94,16 +94,22 @@ def curvature_measure(
     return measure, names
 
 
-class _Curvature(MetricColumns, SavedResult):
-    """The task's loss metrics and the curvature values of each node, as one `values` dict."""
+class _CurvatureValues:
+    """The task's loss metrics plus the curvature values of each node (lambda_min and
+    lambda_max required, the others as measured), as one `values` dict."""
 
-    def _fill(self, task: str, values: Mapping[str, Any] | None, metrics, meta, shape) -> None:
-        given = {**(values or {}), **metrics}
+    def _names(self, task: str, given: Mapping[str, Any]) -> tuple[str, ...]:
         base = metric_names(str(task))
         missing = [n for n in ("lambda_min", "lambda_max") if n not in given]
         if missing:
             raise ValueError(f"a curvature result needs {', '.join(missing)}")
-        self._set_values(task, given, {}, base + tuple(k for k in given if k not in base))
+        return base + tuple(k for k in given if k not in base)
+
+
+class _Curvature(_CurvatureValues, MetricColumns, SavedResult):
+    def _fill(self, task: str, values: Mapping[str, Any] | None, metrics, meta, shape) -> None:
+        given = {**(values or {}), **metrics}
+        self._set_values(task, given, {}, self._names(task, given))
         for name, value in self.values.items():
             if np.shape(value) != shape:
                 raise ValueError(f"{name} must have shape {shape}, got {np.shape(value)}")
@@ -115,8 +121,9 @@ class _Curvature(MetricColumns, SavedResult):
 
 
 @dataclass(eq=False, init=False)
-class CurvatureSurface(_Curvature):
-    """Loss and curvature on a Gx x Gy grid: value[i, j] at origin + x[i] d1 + y[j] d2.
+class CurvatureSurface(_CurvatureValues, SurfaceResult):
+    """Loss and curvature on a Gx x Gy grid: value[i, j] at origin + x[i] d1 + y[j] d2 (a
+    `SurfaceResult`, so the surface plots draw it too).
 
     values: the task's metrics (`train_loss`, ...) and lambda_min, lambda_max, ratio
     (|lambda_min / lambda_max|), residual, hvps, curvature_x / curvature_y (d^T H d / ||d||^2
@@ -124,32 +131,7 @@ class CurvatureSurface(_Curvature):
     x (Gx,), y (Gy,) in direction units; direction_scale (2,) ||d|| / ||origin||.
     """
 
-    x: np.ndarray
-    y: np.ndarray
-    values: dict[str, np.ndarray]
-    direction_scale: np.ndarray
-    cosine: float
-    task: str = CLASSIFICATION
-    meta: dict[str, Any] = field(default_factory=dict)
-
     result_kind: ClassVar[str] = "CurvatureSurface"
-
-    def __init__(
-        self,
-        x: Any,
-        y: Any,
-        *,
-        direction_scale: Any,
-        cosine: float,
-        task: str = CLASSIFICATION,
-        values: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        **metrics: Any,
-    ) -> None:
-        self.x, self.y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-        self.direction_scale = np.asarray(direction_scale, dtype=np.float64).reshape(-1)
-        self.cosine = float(cosine)
-        self._fill(task, values, metrics, meta, (len(self.x), len(self.y)))
 
 
 @dataclass(eq=False, init=False)

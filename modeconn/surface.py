@@ -64,8 +64,12 @@ class _AroundResult(MetricColumns, SavedResult):
     """What `SurfaceResult` and `LineResult` share: the task's metric arrays over the axes,
     direction_scale (one entry per axis), meta, and the summary."""
 
+    def _names(self, task: str, given: Mapping[str, Any]) -> tuple[str, ...] | None:
+        """The value names a result holds (None: the task's metrics); subclasses add theirs."""
+        return None
+
     def _fill(self, task, values, metrics, direction_scale, meta, shape) -> None:
-        self._set_values(task, values, metrics)
+        self._set_values(task, values, metrics, self._names(task, {**(values or {}), **metrics}))
         self.direction_scale = np.asarray(direction_scale, dtype=np.float64).reshape(-1)
         for name, value in self.values.items():
             if value.shape != shape:

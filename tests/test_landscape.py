@@ -127,3 +127,18 @@ def test_landscape_app_uses_the_configured_direction_scaling(tmp_path):
         overrides += [f"directions.norm={norm}", f"out={tmp_path / norm}"]
         runs[norm] = landscape.run(compose_app("landscape", overrides))
     assert runs["filter"].train_nll[0] != pytest.approx(runs["layer"].train_nll[0], rel=1e-4)
+
+
+def test_landscape_app_reads_a_plain_state_dict_with_model_and_dataset_named(tmp_path):
+    from modeconn.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("mlp", num_classes=10, input_shape=(1, 8, 8), hidden=[8])
+    torch.save(net.state_dict(), tmp_path / "plain.pt")
+    overrides = [f"ckpt={tmp_path / 'plain.pt'}", "model=mlp", "model.args.hidden=[8]"]
+    overrides += ["dataset=digits", "dims=1", "grid=3", "progress=false", f"out={tmp_path / 'o'}"]
+    result = landscape.run(compose_app("landscape", overrides))
+    from modeconn.data import load_dataset
+
+    ref = evaluate_point(net, dict(net.named_parameters()), load_dataset("digits"))
+    assert result.train_nll[1] == pytest.approx(ref["train"].nll, rel=1e-6)

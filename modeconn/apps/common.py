@@ -141,6 +141,28 @@ def named_endpoints(cfg: DictConfig, device) -> tuple[dict, Any]:
     return named, data
 
 
+def load_point_checkpoint(cfg: DictConfig):
+    """`cfg.ckpt` on the chosen device: (curve, None, ckpt, data) for a curve checkpoint,
+    (None, model, ckpt, data) for an endpoint; plain state dicts and 2018 curve checkpoints
+    with `model=... dataset=...` named."""
+    from modeconn.checkpoints import checkpoint_kind, load_curve, load_endpoint
+
+    device = pick_device(cfg.device)
+    named, data = named_endpoints(cfg, device)
+    curve = model = None
+    if checkpoint_kind(cfg.ckpt) == "curve":
+        curve, ckpt = load_curve(cfg.ckpt, meta=named)
+        curve = curve.to(device)
+    else:
+        model, ckpt = load_endpoint(cfg.ckpt, meta=named)
+        model = model.to(device)
+    if data is None:
+        root = cfg.data_root if cfg.data_root is not None else ckpt.meta.get("dataset_root")
+        options = ckpt.meta.get("dataset_args") or {}  # e.g. an image folder's size
+        data = dataset_from(ckpt.meta["dataset"], root, False, device, **options)
+    return curve, model, ckpt, data
+
+
 def load_curve_and_data(cfg: DictConfig):
     """The curve checkpoint `cfg.curve_ckpt` on the chosen device, its data set and checkpoint
     (a 2018 curve checkpoint with `model=... dataset=...` named)."""

@@ -20,16 +20,14 @@ from omegaconf import DictConfig
 
 from modeconn.apps.common import (
     CONFIG_PATH,
-    dataset_from,
     engine_settings,
+    load_point_checkpoint,
     log,
     out_dir,
-    pick_device,
     plain,
     run_app,
 )
 from modeconn.apps.outputs import guard_result, job_meta
-from modeconn.checkpoints import load_checkpoint, load_curve, load_endpoint
 from modeconn.critique import directions_of
 from modeconn.curves import Line
 from modeconn.hessian import (
@@ -47,28 +45,19 @@ from modeconn.weights import fingerprint
 WHERE = ("point", "path", "surface")
 
 
-def _load(cfg: DictConfig):
-    device = pick_device(cfg.device)
-    curve = model = None
-    if load_checkpoint(cfg.ckpt).kind == "curve":
-        curve, ckpt = load_curve(cfg.ckpt)
-        curve = curve.to(device)
-    else:
-        model, ckpt = load_endpoint(cfg.ckpt)
-        model = model.to(device)
-    root = cfg.data_root if cfg.data_root is not None else ckpt.meta.get("dataset_root")
-    options = ckpt.meta.get("dataset_args") or {}
-    data = dataset_from(ckpt.meta["dataset"], root, False, device, **options)
-    return curve, model, ckpt, data
-
-
 def _point(cfg, hessian, net, data, out, name, job, model_name):
     options = hessian.operator_options()
     op = hessian_operator(net, None, data, method=options.pop("hvp"), **options)
     ext = extremes_of(
         op, k=int(cfg.top_k), tol=hessian.tol, max_steps=hessian.max_steps, seed=hessian.seed
     )
-    directions = directions_of(cfg.directions.family, net, int(cfg.directions.seed))
+    directions = directions_of(
+        cfg.directions.family,
+        net,
+        int(cfg.directions.seed),
+        norm=cfg.directions.get("norm", "filter"),
+        ignore=cfg.directions.get("ignore", "biasbn"),
+    )
     ext.meta["directional"] = curvature_along(op, net, directions[:2]).tolist()
     ext.meta["directions"] = plain(cfg.directions)
     results = {"extremes": ext}
@@ -114,7 +103,7 @@ def run(cfg: DictConfig):
     if cfg.where not in WHERE:
         raise ValueError(f"where must be one of {', '.join(WHERE)}, got {cfg.where!r}")
     hessian = HessianSettings.from_config(plain(cfg.hessian))
-    curve, model, ckpt, data = _load(cfg)
+    curve, model, ckpt, data = load_point_checkpoint(cfg)
     if cfg.where == "path" and curve is None:
         raise ValueError("where=path needs a curve checkpoint (ckpt=<curve.pt>); got an endpoint")
     out = out_dir(cfg, cfg.ckpt)
@@ -172,7 +161,13 @@ def run(cfg: DictConfig):
         return _point(cfg, hessian, net, data, out, name, job, model_name)
     job.update(directions=plain(cfg.directions), grid=plain(cfg.grid), span=plain(cfg.span))
     guard_result(out / name, job, cfg.get("overwrite", False))
-    directions = directions_of(cfg.directions.family, net, int(cfg.directions.seed))
+    directions = directions_of(
+        cfg.directions.family,
+        net,
+        int(cfg.directions.seed),
+        norm=cfg.directions.get("norm", "filter"),
+        ignore=cfg.directions.get("ignore", "biasbn"),
+    )
     origin = (curve, float(cfg.t)) if curve is not None else net
     result = curvature_surface(
         curve.model if curve is not None else net,

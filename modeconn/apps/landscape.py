@@ -14,16 +14,14 @@ from omegaconf import DictConfig
 
 from modeconn.apps.common import (
     CONFIG_PATH,
-    dataset_from,
     engine_settings,
+    load_point_checkpoint,
     log,
     out_dir,
-    pick_device,
     plain,
     run_app,
 )
 from modeconn.apps.outputs import guard_result, job_meta
-from modeconn.checkpoints import load_checkpoint, load_curve, load_endpoint
 from modeconn.critique import directions_of
 from modeconn.directions import tangent_directions
 from modeconn.plotting import plot_contour, plot_line, save_figure
@@ -32,17 +30,7 @@ from modeconn.weights import fingerprint
 
 
 def run(cfg: DictConfig):
-    device = pick_device(cfg.device)
-    curve = None
-    if load_checkpoint(cfg.ckpt).kind == "curve":
-        curve, ckpt = load_curve(cfg.ckpt)
-        curve = curve.to(device)
-    else:
-        model, ckpt = load_endpoint(cfg.ckpt)
-        model = model.to(device)
-    root = cfg.data_root if cfg.data_root is not None else ckpt.meta.get("dataset_root")
-    options = ckpt.meta.get("dataset_args") or {}
-    data = dataset_from(ckpt.meta["dataset"], root, False, device, **options)
+    curve, model, ckpt, data = load_point_checkpoint(cfg)
     if curve is not None:  # the directions are scaled to the network at phi(t)
         centre = curve.network_at(float(cfg.t), data)
         model, origin = curve.model, (curve, float(cfg.t))

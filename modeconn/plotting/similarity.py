@@ -132,8 +132,10 @@ def plot_along_curve(
             ax.set_ylabel(_label(result), fontsize=8)
         if i >= len(layers) - ncols:  # no panel below: this one carries the t axis
             ax.set_xlabel("t (0: w1, 1: w2)")
-            ax.tick_params(labelbottom=True)
-    axes[0].legend(fontsize=7, loc="lower center")
+            ax.xaxis.set_tick_params(which="both", labelbottom=True)
+            for label in ax.get_xticklabels():
+                label.set_visible(True)
+    axes[0].legend(fontsize=7, loc="lower center", handlelength=3.5)
     _suptitle(fig, result, title or "representations along the curve and the line", model)
     return fig
 
