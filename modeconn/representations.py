@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from modeconn.activations import LayerSpec, collect_activations, network_at
+from modeconn.activations import LayerSpec, collect_activations, network_at, stream_activations
 from modeconn.similarity import measure_of, permutation_baseline
+from modeconn.similarity_cka import MinibatchCKA
 from modeconn.store import SavedResult, plain_meta
 
 TRAINING_FRACTIONS = (0.0, 0.35, 0.75, 1.0)
@@ -85,6 +86,52 @@ def _matrix(
     return np.array([[fn(rows[i], cols[j], layer=f"{tag}{i} vs {j}") for j in cols] for i in rows])
 
 
+def _streamed_matrix(
+    a: nn.Module,
+    b: nn.Module,
+    x: Tensor,
+    layers_a: LayerSpec,
+    layers_b: LayerSpec,
+    options: dict,
+    policy: str,
+    tag: str = "",
+) -> tuple[list[str], list[str], np.ndarray]:
+    """Minibatch CKA (Nguyen et al. 2021) of every layer of `a` against every layer of `b`,
+    accumulated batch by batch from `stream_activations`: no layer is ever one (n, features)
+    matrix. The batches are those `minibatch_cka` would take (options' batch_size, default
+    256), so the numbers equal it on the collected matrices."""
+    size = int(options.get("batch_size", 256))
+    kw = dict(policy=policy, batch_size=size)
+    stream_a = stream_activations(a, x, layers_a, **kw)
+    pairs = (
+        ((batch, batch) for batch in stream_a)  # one network: one pass per batch
+        if a is b and layers_a == layers_b
+        else zip(stream_a, stream_activations(b, x, layers_b, **kw), strict=True)
+    )
+    acc: dict[tuple[str, str], MinibatchCKA] = {}
+    rows: list[str] = []
+    cols: list[str] = []
+    for ba, bb in pairs:
+        if not acc:
+            rows, cols = list(ba), list(bb)
+            acc = {(i, j): MinibatchCKA() for i in rows for j in cols}
+        for (i, j), m in acc.items():
+            m.update(ba[i], bb[j])
+    values = np.array([[acc[i, j].value(layer=f"{tag}{i} vs {j}") for j in cols] for i in rows])
+    return rows, cols, values
+
+
+def _streams(measure: Any, stream: bool | None) -> bool:
+    if stream is None:
+        return measure == "minibatch_cka"
+    if stream and measure != "minibatch_cka":
+        raise ValueError(
+            f"stream=True accumulates minibatch CKA batch by batch; measure={measure!r} needs "
+            "whole matrices: use measure='minibatch_cka' or stream=False"
+        )
+    return bool(stream)
+
+
 def compare_networks(
     a: nn.Module,
     b: nn.Module,
@@ -100,14 +147,24 @@ def compare_networks(
     baseline: int = 0,
     seed: int = 0,
     batch_size: int = 512,
+    stream: bool | None = None,
 ) -> SimilarityResult:
     """values[i, j] = measure(layer i of `a`, layer j of `b`) on the same inputs (a Dataset's
     `split`, its first `samples`, or a tensor of inputs). `baseline=k`: also the mean over k
     row permutations per cell (`permutation_baseline`). Networks run as they are (their own
-    BatchNorm statistics); use `network_at` or `Curve.network_at` for other points."""
+    BatchNorm statistics); use `network_at` or `Curve.network_at` for other points.
+    stream (default: for measure="minibatch_cka"): accumulate batch by batch
+    (`_streamed_matrix`), never holding a layer's activations whole."""
     options = dict(options or {})
     fn = measure_of(measure, **options)
     x, _ = _inputs(data, split, samples)
+    if _streams(measure, stream):
+        if baseline:
+            raise ValueError("a permutation baseline needs whole matrices: use stream=False")
+        la = layers if layers_b is None else layers_b
+        rows, cols, values = _streamed_matrix(a, b, x, layers, la, options, policy)
+        meta = _meta("pair", measure, options, policy, split=split, samples=len(x), streamed=True)
+        return SimilarityResult(values, rows, cols, None, None, meta)
     kw = dict(policy=policy, batch_size=batch_size)
     ra = collect_activations(a, x, layers, **kw).layers
     rb = collect_activations(b, x, layers if layers_b is None else layers_b, **kw).layers
@@ -191,10 +248,12 @@ def over_training(
     split: str = "test",
     samples: int | None = None,
     batch_size: int = 512,
+    stream: bool | None = None,
 ) -> SimilarityResult:
     """values[k, i, j] = measure(layer i at `points[k]`, layer j at `points[-1]`, the end of
     training). points: weight points of `model` (state dicts or flat vectors), in training
-    order; fractions: how far into training each was taken (the axis; default k/(K-1))."""
+    order; fractions: how far into training each was taken (the axis; default k/(K-1)).
+    stream: as in `compare_networks`."""
     if len(points) < 2:
         raise ValueError("over_training needs at least two weight points: some and the end")
     fractions = np.linspace(0, 1, len(points)) if fractions is None else np.asarray(fractions)
@@ -203,6 +262,17 @@ def over_training(
     options = dict(options or {})
     fn = measure_of(measure, **options)
     x, _ = _inputs(data, split, samples)
+    if _streams(measure, stream):
+        end = network_at(model, points[-1], data)
+        mats = [
+            _streamed_matrix(network_at(model, p, data), end, x, layers, layers, options, policy,
+                             f"{f:.0%}: ")
+            for f, p in zip(fractions, points, strict=True)
+        ]  # fmt: skip
+        meta = _meta("training", measure, options, policy, split=split, samples=len(x))
+        meta["streamed"] = True
+        names = mats[-1][1]
+        return SimilarityResult(np.stack([m[2] for m in mats]), names, names, fractions, None, meta)
     kw = dict(policy=policy, batch_size=batch_size)
     reps = [collect_activations(network_at(model, p, data), x, layers, **kw).layers for p in points]
     values = np.stack(

@@ -169,3 +169,28 @@ def test_similarity_app_along_a_curve_and_over_training(tmp_path):
     assert result.values.shape == (4, 2, 2)
     np.testing.assert_allclose(result.axis, [0.0, 0.25, 0.75, 1.0])
     assert (out / "similarity-training-linear_cka.png").exists()
+
+
+def test_streamed_minibatch_cka_equals_the_collected_one_and_never_collects(trained, monkeypatch):
+    import modeconn.representations as reps
+
+    model, states, fractions, digits = trained
+    other = _small_convfc(seed=2)
+    whole = compare_networks(model, other, digits, samples=300, measure="minibatch_cka",
+                             options={"batch_size": 64}, stream=False)  # fmt: skip
+    whole_t = over_training(model, states, digits, fractions, samples=300,
+                            measure="minibatch_cka", stream=False)  # fmt: skip
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a streamed analysis collected a whole activation matrix")
+
+    monkeypatch.setattr(reps, "collect_activations", refuse)
+    streamed = compare_networks(model, other, digits, samples=300, measure="minibatch_cka",
+                                options={"batch_size": 64})  # fmt: skip
+    np.testing.assert_allclose(streamed.values, whole.values, rtol=1e-9, atol=1e-12)
+    assert streamed.meta["streamed"] is True
+    streamed_t = over_training(model, states, digits, fractions, samples=300,
+                               measure="minibatch_cka")  # fmt: skip
+    np.testing.assert_allclose(streamed_t.values, whole_t.values, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="needs whole matrices"):
+        compare_networks(model, other, digits, measure="linear_cka", stream=True)
