@@ -188,13 +188,16 @@ def stream_activations(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
-            for start in range(0, len(inputs), batch_size):
-                seen.clear()
+        for start in range(0, len(inputs), batch_size):
+            seen.clear()
+            # inference mode around the pass only: a generator suspended inside the context
+            # would leave it on for its caller (and two interleaved ones would restore it
+            # in the wrong order, leaving gradients off for good)
+            with torch.inference_mode():
                 out = model(inputs[start : start + batch_size])
                 if OUTPUT in names:
                     seen[OUTPUT] = features(_first_tensor(out).float(), policy, dft_frequencies)
-                yield {n: seen[n] for n in names}
+            yield {n: seen[n] for n in names}
     finally:
         for h in handles:
             h.remove()

@@ -119,3 +119,15 @@ def test_positions_give_channels_as_features_for_cca():
     # positions as samples: enough samples for CCA of these narrow layers
     assert svcca(reps["conv_part.1"], reps["conv_part.0"]) < 1.0 - 1e-3
     assert svcca(reps["conv_part.1"], reps["conv_part.1"]) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_interleaved_activation_streams_leave_gradients_on():
+    from modeconn.activations import stream_activations
+
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()) for _ in range(2)]
+    x = torch.randn(10, 4)
+    for a, b in zip(*(stream_activations(n, x, ["1"], batch_size=4) for n in nets), strict=True):
+        assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+        assert a["1"].shape == b["1"].shape
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()

@@ -21,7 +21,8 @@ QUICK = ["optim.epochs=3", "optim.batch_size=500", "grid=5", "frames=4", "progre
 
 def test_app_writes_results_figure_and_an_animation_of_the_expected_frames(tmp_path):
     out = tmp_path / "run"
-    cfg = compose_app("trajectory", ["net=5x1", *QUICK, f"out={out}", "compare=[{optimizer: adam, lr: 0.01}]"])
+    compare = "compare=[{optimizer: adam, lr: 0.01}]"
+    cfg = compose_app("trajectory", ["net=5x1", *QUICK, f"out={out}", compare])
     summary = app.run(cfg)
     for name in ("trajectory.npz", "surface.npz", "trajectory.png", "trajectories-fixed.png"):
         assert (out / name).is_file(), name
