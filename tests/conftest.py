@@ -36,6 +36,16 @@ def _deterministic():
     torch.manual_seed(1234)
 
 
+@pytest.fixture(autouse=True)
+def _grad_mode_restored():
+    """Every test leaves autograd as it found it: a leaked no_grad or inference mode (say, from
+    a generator suspended inside one) would silently break the tests that run after it."""
+    yield
+    leaked = not torch.is_grad_enabled() or torch.is_inference_mode_enabled()
+    torch.set_grad_enabled(True)
+    assert not leaked, "this test left gradients off (a no_grad / inference_mode leaked)"
+
+
 @pytest.fixture(scope="module")
 def data():
     """A small digits subset for evaluator tests."""
