@@ -27,6 +27,13 @@ from tqdm.auto import tqdm
 from modeconn.checkpoints import load_checkpoint, save_checkpoint
 from modeconn.curves import Curve, curve_args
 from modeconn.interrupt import save_on_interrupt
+from modeconn.run_state import (
+    RESUME_KEYS,
+    check_finite_params,
+    check_resumable,
+    rng_state,
+    set_rng_state,
+)
 from modeconn.tasks import CLASSIFICATION, batch_score, task_loss, task_of
 
 OPTIMIZERS = ("sgd", "adam")
@@ -78,73 +85,6 @@ class TrainResult:
     resumed_from_epoch: int = 0
 
 
-# Keys of the run description that must match to resume from a checkpoint.
-_RESUME_KEYS = (
-    "kind",
-    "model",
-    "model_args",
-    "dataset",
-    "seed",
-    "epochs",
-    "lr",
-    "momentum",
-    "wd",
-    "batch_size",
-    "augment",
-    "curve",
-    "fge",
-    "start",
-    "optimizer",
-)
-
-
-def _check_resumable(path: Path, stored: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-    # checkpoints from before the optimizer option were SGD runs
-    stored = {"optimizer": "sgd", **stored}
-    differing = [k for k in _RESUME_KEYS if k in meta and stored.get(k) != meta.get(k)]
-    if differing:
-        details = "; ".join(f"{k}: stored {stored.get(k)!r}, now {meta[k]!r}" for k in differing)
-        raise ValueError(
-            f"cannot resume from '{path}': its run differs in {details}. Use the same settings "
-            "to resume, or another checkpoint path (or delete the file) to start afresh."
-        )
-
-
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(generator: torch.Generator, state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _check_finite_params(
-    module: nn.Module, params: Sequence[nn.Parameter], checkpoint: Path | None
-) -> None:
-    """Refuse to train weights that hold NaN or inf already, naming the tensor: the loss
-    would become NaN at once and the learning rate would take the blame."""
-    wanted = {id(p) for p in params}
-    for name, p in module.named_parameters():
-        if id(p) in wanted and not bool(torch.isfinite(p).all()):
-            bad = int((~torch.isfinite(p)).sum())
-            where = (
-                f" (resumed from '{checkpoint}')"
-                if checkpoint is not None and checkpoint.exists()
-                else ""
-            )
-            raise ValueError(
-                f"the weights to train are not finite before training{where}: tensor '{name}' "
-                f"holds {bad} NaN or inf values of {p.numel()}. Check where they come from "
-                "(the initial network, a loaded state dict or the endpoint checkpoints)"
-            )
-
-
 StepFn = Callable[[nn.Module, Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
 
 
@@ -193,7 +133,7 @@ def fit(
     torch.manual_seed(config.seed)
     meta = {
         **meta,
-        **{k: v for k, v in asdict(config).items() if k in _RESUME_KEYS},
+        **{k: v for k, v in asdict(config).items() if k in RESUME_KEYS},
         "epochs": config.epochs,
     }
     meta["optimizer"] = config.optimizer
@@ -201,7 +141,7 @@ def fit(
     start_epoch = 0
     if result.checkpoint is not None and result.checkpoint.exists():
         ckpt = load_checkpoint(result.checkpoint, expect=meta["kind"])
-        _check_resumable(result.checkpoint, ckpt.meta, meta)
+        check_resumable(result.checkpoint, ckpt.meta, meta)
         load_fn(ckpt.state)
         if extra_state is not None:
             extra_state[1](ckpt.training.get("extra"))
@@ -210,9 +150,9 @@ def fit(
         if ckpt.finished:
             return result
         optimizer.load_state_dict(ckpt.training["optimizer"])
-        _set_rng_state(generator, ckpt.training["rng"])
+        set_rng_state(generator, ckpt.training["rng"])
 
-    _check_finite_params(module, params, result.checkpoint)
+    check_finite_params(module, params, result.checkpoint)
 
     # Under torchrun: every rank draws the same order and the same t (same generator), takes
     # its share x[rank::world] of each batch, and DistributedDataParallel averages the
@@ -242,7 +182,7 @@ def fit(
             copy.deepcopy(
                 {
                     "optimizer": optimizer.state_dict(),
-                    "rng": _rng_state(generator),
+                    "rng": rng_state(generator),
                     "history": result.history,
                     "extra": extra,
                 }
