@@ -17,9 +17,6 @@ once it is told the architecture and data set. Nothing is ever unpickled.
 from __future__ import annotations
 
 import logging
-import pickle
-import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +28,7 @@ from torch import Tensor, nn
 from modeconn.curves import Curve, build_curve
 from modeconn.models import build_model
 from modeconn.store import atomic_write, plain_meta
+from modeconn.torch_files import read_torch_file
 from modeconn.weights import WeightSpace
 
 log = logging.getLogger("modeconn")
@@ -72,10 +70,6 @@ def save_checkpoint(
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-_NO_FILE_HINT = (
-    "train one with `python -m modeconn.apps.train` (endpoints) or "
-    "`python -m modeconn.apps.connect` (curves), or fix the path"
-)
 _PLAIN_HINT = (
     "name its architecture and data set: model=<name> dataset=<name> on the command line "
     "(e.g. model=preresnet20 dataset=cifar10), load_endpoint(path, meta=endpoint_meta(...)) "
@@ -88,92 +82,6 @@ def load_checkpoint(path: str | Path, expect: str | None = None) -> Checkpoint:
     its kind. Plain state dicts are read by `load_endpoint`, which is told the architecture."""
     path = Path(path)
     return _checkpoint_from(read_torch_file(path), path, expect)
-
-
-def read_torch_file(path: str | Path) -> Any:
-    """`torch.load(path, weights_only=True)` on the CPU, with one-line errors.
-
-    Nothing in the file is ever executed, and no message advises loading it so: a whole
-    pickled model, other pickled objects and unreadable bytes are each reported as such.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist: {_NO_FILE_HINT}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except PermissionError as err:
-        raise PermissionError(
-            f"cannot read '{path}': {err.strerror}; check its permissions"
-        ) from None
-    except Exception as err:  # torch.load's failures have no common type
-        raise ValueError(_why_unreadable(path, err)) from None
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def one_line(text: str) -> str:
-    """Another library's message as one plain line: ANSI colour codes removed, first line."""
-    lines = _ANSI.sub("", text).strip().splitlines()
-    return lines[0].strip() if lines else ""
-
-
-def _why_unreadable(path: Path, err: Exception) -> str:
-    globals_, module = _pickled_globals(path)
-    if module:
-        return (
-            f"'{path}' holds a whole pickled model (torch.save(model)); save its state_dict() "
-            f"instead: torch.save(model.state_dict(), '{path.name}')"
-        )
-    foreign = list(
-        dict.fromkeys(g for g in globals_ if not g.startswith(("torch.", "collections.")))
-    )
-    if foreign:
-        return (
-            f"'{path}' holds pickled Python objects ({', '.join(foreign[:3])}), "
-            f"which modeconn does not unpickle; save tensors only, e.g. "
-            f"torch.save(model.state_dict(), '{path.name}')"
-        )
-    reason = re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", one_line(str(err))).split(". ")[0]
-    if isinstance(err, pickle.UnpicklingError) or "weights" in reason.lower():
-        reason = ""  # torch's text here is advice on unpickling code, never shown
-    if path.stat().st_size == 0:
-        reason = "the file is empty"
-    what = "corrupt, truncated or not a torch file"
-    return f"'{path}' is not a readable checkpoint ({what})" + (f": {reason}" if reason else "")
-
-
-def _pickled_globals(path: Path) -> tuple[list[str], bool]:
-    """The classes and functions a torch file's pickle names, found by reading its opcodes
-    (nothing is unpickled), and whether it pickles an nn.Module (whose `__dict__` holds
-    `_modules` and `_parameters`)."""
-    import io
-    import pickletools
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            streams = [archive.read(n) for n in archive.namelist() if n.endswith("/data.pkl")]
-    except (zipfile.BadZipFile, OSError):
-        streams = []
-    if not streams:  # the legacy format: several pickles in a row, then raw storage bytes
-        streams = [path.read_bytes()]
-    names: list[str] = []
-    strings: list[str] = []
-    for data in streams:
-        stream = io.BytesIO(data)
-        try:
-            while stream.tell() < len(data):
-                for op, arg, _ in pickletools.genops(stream):
-                    if op.name == "GLOBAL":
-                        names.append(str(arg).replace(" ", "."))
-                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                        names.append(".".join(strings[-2:]))
-                    elif isinstance(arg, str):
-                        strings.append(arg)
-        except Exception:  # the raw bytes after the pickles, or a damaged file: stop reading
-            pass
-    module = any(n.startswith("torch.nn.modules.") for n in names)
-    return names, module or {"_modules", "_parameters"} <= set(strings)
 
 
 def _checkpoint_from(payload: Any, path: Path, expect: str | None) -> Checkpoint:
