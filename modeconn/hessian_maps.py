@@ -19,7 +19,6 @@ statistics recomputed at every node, all parameters unless params="ndim>1".
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +29,16 @@ import torch
 from torch import Tensor, nn
 
 from modeconn.curves import Curve, curve_args
-from modeconn.engine import EvalSettings, evaluate_grid, finite_stats, resolve_settings
+from modeconn.engine import EvalSettings, finite_stats, resolve_settings
 from modeconn.engine.grid import Measure
 from modeconn.hessian import HessianSettings, curvature_along, extremes_of, trace_of
 from modeconn.hessian_hvp import hessian_operator
 from modeconn.origin import OriginLike, buffers_restored, resolve_origin
-from modeconn.path import t_values
+from modeconn.path import path_grid, t_values
 from modeconn.store import PartialGrid, SavedResult, plain_meta
-from modeconn.surface import SurfaceResult, check_directions, grid_axes
+from modeconn.surface import SurfaceResult, check_directions, grid_around, grid_axes
 from modeconn.tasks import CLASSIFICATION, MetricColumns, metric_names, task_of
-from modeconn.weights import WeightSpace, fingerprint
+from modeconn.weights import WeightSpace
 
 CURVATURE = ("lambda_min", "lambda_max", "ratio", "residual", "hvps")
 TRACE = ("trace", "trace_stderr")
@@ -196,67 +195,20 @@ def curvature_surface(
     centre = resolve_origin(model, origin)
     dirs = check_directions(directions, centre.space, 2, centre.vector)
     axes = grid_axes(grid, span, 2, "grid")
-    settings = resolve_settings(settings, engine)
-    origin64 = centre.vector.to(torch.float64)
     dtype = centre.vector.dtype if centre.vector.is_floating_point() else torch.float32
-
-    def point_at(index: tuple[int, ...]) -> Tensor:
-        point = origin64
-        for k, d, axis in zip(index, dirs, axes, strict=True):
-            point = point + float(axis[k]) * d
-        return point.to(dtype)
-
     measure, names = curvature_measure(hessian, [d.to(dtype) for d in dirs], centre.model)
-    shape = tuple(len(a) for a in axes)
-    config = {
-        "kind": "curvature-surface",
-        "origin": fingerprint(origin64, *dirs),
-        "grid": list(shape),
-        "x": axes[0].tolist(),
-        "y": axes[1].tolist(),
-        "hessian": hessian.meta(),
-    }
-    with buffers_restored(centre.model):
-        values = evaluate_grid(
-            centre.model,
-            centre.space,
-            shape,
-            point_at,
-            data,
-            settings,
-            wd=wd,
-            config=config,
-            partial=partial,
-            save_every_s=save_every_s,
-            shard=shard,
-            progress=progress,
-            desc="curvature surface",
-            measure=measure,
-            measure_names=names,
-        )
-    if values is None:
+    job = dict(progress=progress, partial=partial, save_every_s=save_every_s, shard=shard)
+    out = grid_around(
+        centre, dirs, axes, data, "curvature-surface", "recompute", wd, settings, engine, job,
+        measure=measure, measure_names=names, extra={"hessian": hessian.meta()},
+    )  # fmt: skip
+    if out is None:
         return None
-    origin_norm = WeightSpace.norm(origin64).item()
-    norms = np.array([WeightSpace.norm(d).item() for d in dirs])
+    values, meta, scale = out
     cosine = WeightSpace.dot(*dirs) / (WeightSpace.norm(dirs[0]) * WeightSpace.norm(dirs[1]))
-    meta = {
-        "kind": "curvature-surface",
-        "origin": centre.kind,
-        **centre.info,
-        "grid": list(shape),
-        "span": [[float(a[0]), float(a[-1])] for a in axes],
-        "dim": centre.space.size,
-        "origin_norm": origin_norm,
-        "direction_norms": norms.tolist(),
-        "hessian": hessian.meta(),
-        **values.meta,
-    }
-    if partial is not None:
-        PartialGrid.remove_files(partial)
-    scale = norms / origin_norm if origin_norm > 0 else np.full(2, math.inf)
     return CurvatureSurface(
         *axes,
-        values=values.values,
+        values=values,
         direction_scale=scale,
         cosine=cosine.item(),
         task=task_of(data),
@@ -286,30 +238,13 @@ def curvature_path(
     settings = resolve_settings(settings, engine)
     ts = t_values(ts)
     measure, names = curvature_measure(hessian, model=curve.model)
-    config = {
-        "kind": "curvature-path",
-        "ts": ts.tolist(),
-        "curve": fingerprint(curve.endpoints, curve.bends),
-        "hessian": hessian.meta(),
-    }
     with buffers_restored(curve.model):
-        values = evaluate_grid(
-            curve.model,
-            curve.space,
-            (len(ts),),
-            lambda index: curve.point(float(ts[index[0]])).detach(),
-            data,
-            settings,
-            wd=wd,
-            config=config,
-            partial=partial,
-            save_every_s=save_every_s,
-            shard=shard,
-            progress=progress,
-            desc=f"curvature ({curve.kind})",
-            measure=measure,
-            measure_names=names,
-        )
+        values = path_grid(
+            curve, ts, data, settings, wd=wd, desc=f"curvature ({curve.kind})",
+            measure=measure, measure_names=names,
+            extra={"kind": "curvature-path", "hessian": hessian.meta()},
+            partial=partial, save_every_s=save_every_s, shard=shard, progress=progress,
+        )  # fmt: skip
     if values is None:
         return None
     meta = {

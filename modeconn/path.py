@@ -187,6 +187,40 @@ def t_values(ts: int | Sequence[float]) -> np.ndarray:
     return arr
 
 
+def path_grid(
+    curve: Curve,
+    ts: np.ndarray,
+    data,
+    settings: EvalSettings,
+    *,
+    wd: float,
+    desc: str,
+    measure: Any = None,
+    measure_names: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
+    **job: Any,
+):
+    """phi(t) at every t of `ts` through the grid engine (`evaluate_grid`'s GridValues, None
+    for an unfinished shard); measure / measure_names / extra as `surface.grid_around`;
+    job: partial, save_every_s, shard, progress."""
+    config = {"ts": ts.tolist(), "curve": fingerprint(curve.endpoints, curve.bends)}
+    config.update(extra or {})
+    return evaluate_grid(
+        curve.model,
+        curve.space,
+        (len(ts),),
+        lambda index: curve.point(float(ts[index[0]])).detach(),
+        data,
+        settings,
+        wd=wd,
+        config=config,
+        desc=desc,
+        measure=measure,
+        measure_names=measure_names,
+        **job,
+    )
+
+
 def evaluate_path(
     curve: Curve,
     data,
@@ -215,22 +249,10 @@ def evaluate_path(
     """
     settings = resolve_settings(settings, engine)
     ts = t_values(ts)
-    config = {"ts": ts.tolist(), "curve": fingerprint(curve.endpoints, curve.bends)}
-    grid = evaluate_grid(
-        curve.model,
-        curve.space,
-        (len(ts),),
-        lambda index: curve.point(float(ts[index[0]])).detach(),
-        data,
-        settings,
-        wd=wd,
-        config=config,
-        partial=partial,
-        save_every_s=save_every_s,
-        shard=shard,
-        progress=progress,
-        desc=f"path ({curve.kind})",
-    )
+    grid = path_grid(
+        curve, ts, data, settings, wd=wd, desc=f"path ({curve.kind})", partial=partial,
+        save_every_s=save_every_s, shard=shard, progress=progress,
+    )  # fmt: skip
     if grid is None:
         return None
     lengths = []

@@ -209,7 +209,7 @@ def _policy(bn: str, settings: EvalSettings) -> EvalSettings:
 # --------------------------------------------------------------------------- evaluation
 
 
-def _run(
+def grid_around(
     centre: Centre,
     dirs: list[Tensor],
     axes: list[np.ndarray],
@@ -220,10 +220,16 @@ def _run(
     settings: EvalSettings | None,
     engine: Mapping[str, Any],
     job: Mapping[str, Any],
+    *,
+    measure: Any = None,
+    measure_names: Sequence[str] = (),
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], np.ndarray] | None:
     """Every node origin + sum_k axes[k][i_k] * dirs[k] through the grid engine: the metric
     arrays, the metadata and the direction scales (||d_k|| / ||origin||); None for an
-    unfinished shard. `job`: progress, partial, save_every_s, shard of `evaluate_grid`."""
+    unfinished shard. `job`: progress, partial, save_every_s, shard of `evaluate_grid`;
+    measure / measure_names: more values per node (`evaluate_grid`'s, e.g. curvature);
+    extra: what else defines the job, added to the partial file's config and the meta."""
     settings = _policy(bn, resolve_settings(settings, engine))
     origin64 = centre.vector.to(torch.float64)
     dtype = centre.vector.dtype if centre.vector.is_floating_point() else torch.float32
@@ -238,6 +244,7 @@ def _run(
     grid = [len(a) for a in axes]
     config = {"kind": kind, "origin": fingerprint(origin64, *dirs), "grid": grid, "bn": bn}
     config.update({name: a.tolist() for name, a in zip("xy", axes, strict=False)})
+    config.update(extra or {})
     with buffers_restored(model):
         statistics = "recomputed at every point"
         if bn == "origin":
@@ -245,7 +252,7 @@ def _run(
             config["bn_statistics"] = statistics_fingerprint(model)
         values = evaluate_grid(
             model, centre.space, tuple(grid), point_at, data, settings,
-            wd=wd, config=config, desc=kind, **job,
+            wd=wd, config=config, desc=kind, measure=measure, measure_names=measure_names, **job,
         )  # fmt: skip
     if values is None:
         return None  # a shard: the other nodes belong to other processes
@@ -264,6 +271,7 @@ def _run(
         "dim": centre.space.size,
         "origin_norm": origin_norm,
         "direction_norms": norms.tolist(),
+        **(extra or {}),
         **values.meta,
     }
     if job["partial"] is not None:
@@ -306,7 +314,7 @@ def evaluate_surface(
     dirs = check_directions(directions, centre.space, 2, centre.vector)
     axes = grid_axes(grid, span, 2, "grid")
     job = dict(progress=progress, partial=partial, save_every_s=save_every_s, shard=shard)
-    out = _run(centre, dirs, axes, data, "surface", bn, wd, settings, engine, job)
+    out = grid_around(centre, dirs, axes, data, "surface", bn, wd, settings, engine, job)
     if out is None:
         return None
     values, meta, scale = out
@@ -341,7 +349,9 @@ def evaluate_line(
     dirs = check_directions(direction, centre.space, 1, centre.vector)
     axes = grid_axes(points, span, 1, "points")
     job = dict(progress=progress, partial=partial, save_every_s=save_every_s, shard=shard)
-    return _line(_run(centre, dirs, axes, data, "line", bn, wd, settings, engine, job), axes, data)
+    return _line(
+        grid_around(centre, dirs, axes, data, "line", bn, wd, settings, engine, job), axes, data
+    )
 
 
 def _line(out, axes: list[np.ndarray], data) -> LineResult | None:
@@ -385,5 +395,5 @@ def evaluate_interpolation(
     if xs.ndim != 1 or len(xs) == 0 or not np.all(np.isfinite(xs)):
         raise ValueError(f"alphas must be a non-empty 1-D sequence of finite numbers, got {alphas}")
     job = dict(progress=progress, partial=partial, save_every_s=save_every_s, shard=shard)
-    out = _run(centre, dirs, [xs], data, "interpolation", bn, wd, settings, engine, job)
+    out = grid_around(centre, dirs, [xs], data, "interpolation", bn, wd, settings, engine, job)
     return _line(out, [xs], data)
