@@ -163,6 +163,28 @@ def load_point_checkpoint(cfg: DictConfig):
     return curve, model, ckpt, data
 
 
+def config_directions(cfg: DictConfig, net, curve=None) -> list:
+    """The directions `cfg.directions` names around `net` (its family, seed, norm and
+    ignore rules); `directions=tangent`: dphi/dt at phi(cfg.t) of `curve` and a random
+    direction orthogonal to it (a curve checkpoint only)."""
+    from modeconn.critique import directions_of
+    from modeconn.directions import tangent_directions
+
+    rules = dict(
+        seed=int(cfg.directions.seed),
+        norm=cfg.directions.get("norm", "filter"),
+        ignore=cfg.directions.get("ignore", "biasbn"),
+    )
+    if cfg.directions.family != "tangent":
+        return directions_of(cfg.directions.family, net, **rules)
+    if curve is None:
+        raise ValueError(
+            f"directions=tangent needs a curve checkpoint (ckpt=<curve.pt> t=0.5): "
+            f"'{cfg.ckpt}' is an endpoint, which has no tangent"
+        )
+    return tangent_directions(curve, float(cfg.t), **rules)
+
+
 def load_curve_and_data(cfg: DictConfig):
     """The curve checkpoint `cfg.curve_ckpt` on the chosen device, its data set and checkpoint
     (a 2018 curve checkpoint with `model=... dataset=...` named)."""

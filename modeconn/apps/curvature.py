@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from modeconn.apps.common import (
     CONFIG_PATH,
+    config_directions,
     engine_settings,
     load_point_checkpoint,
     log,
@@ -28,7 +29,6 @@ from modeconn.apps.common import (
     run_app,
 )
 from modeconn.apps.outputs import guard_result, job_meta
-from modeconn.critique import directions_of
 from modeconn.curves import Line
 from modeconn.hessian import (
     HessianSettings,
@@ -45,19 +45,13 @@ from modeconn.weights import fingerprint
 WHERE = ("point", "path", "surface")
 
 
-def _point(cfg, hessian, net, data, out, name, job, model_name):
+def _point(cfg, hessian, net, curve, data, out, name, job, model_name):
     options = hessian.operator_options()
     op = hessian_operator(net, None, data, method=options.pop("hvp"), **options)
     ext = extremes_of(
         op, k=int(cfg.top_k), tol=hessian.tol, max_steps=hessian.max_steps, seed=hessian.seed
     )
-    directions = directions_of(
-        cfg.directions.family,
-        net,
-        int(cfg.directions.seed),
-        norm=cfg.directions.get("norm", "filter"),
-        ignore=cfg.directions.get("ignore", "biasbn"),
-    )
+    directions = config_directions(cfg, net, curve)
     ext.meta["directional"] = curvature_along(op, net, directions[:2]).tolist()
     ext.meta["directions"] = plain(cfg.directions)
     results = {"extremes": ext}
@@ -158,16 +152,10 @@ def run(cfg: DictConfig):
         )
         guard_result(out / f"{name}-extremes", job, cfg.get("overwrite", False))
         out.mkdir(parents=True, exist_ok=True)
-        return _point(cfg, hessian, net, data, out, name, job, model_name)
+        return _point(cfg, hessian, net, curve, data, out, name, job, model_name)
     job.update(directions=plain(cfg.directions), grid=plain(cfg.grid), span=plain(cfg.span))
     guard_result(out / name, job, cfg.get("overwrite", False))
-    directions = directions_of(
-        cfg.directions.family,
-        net,
-        int(cfg.directions.seed),
-        norm=cfg.directions.get("norm", "filter"),
-        ignore=cfg.directions.get("ignore", "biasbn"),
-    )
+    directions = config_directions(cfg, net, curve)
     origin = (curve, float(cfg.t)) if curve is not None else net
     result = curvature_surface(
         curve.model if curve is not None else net,

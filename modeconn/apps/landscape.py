@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from modeconn.apps.common import (
     CONFIG_PATH,
+    config_directions,
     engine_settings,
     load_point_checkpoint,
     log,
@@ -22,8 +23,6 @@ from modeconn.apps.common import (
     run_app,
 )
 from modeconn.apps.outputs import guard_result, job_meta
-from modeconn.critique import directions_of
-from modeconn.directions import tangent_directions
 from modeconn.plotting import plot_contour, plot_line, save_figure
 from modeconn.surface import evaluate_line, evaluate_surface
 from modeconn.weights import fingerprint
@@ -36,20 +35,7 @@ def run(cfg: DictConfig):
         model, origin = curve.model, (curve, float(cfg.t))
     else:
         centre, origin = model, model
-    rules = dict(
-        seed=int(cfg.directions.seed),
-        norm=cfg.directions.get("norm", "filter"),
-        ignore=cfg.directions.get("ignore", "biasbn"),
-    )
-    if cfg.directions.family == "tangent":  # along the curve at phi(t), and across it
-        if curve is None:
-            raise ValueError(
-                f"directions=tangent needs a curve checkpoint (ckpt=<curve.pt> t=0.5): "
-                f"'{cfg.ckpt}' is an endpoint, which has no tangent"
-            )
-        directions = tangent_directions(curve, float(cfg.t), **rules)
-    else:
-        directions = directions_of(cfg.directions.family, centre, **rules)
+    directions = config_directions(cfg, centre, curve)
     dims = int(cfg.dims)
     if dims not in (1, 2):
         raise ValueError(f"dims must be 1 (a line) or 2 (a surface), got {cfg.dims}")
