@@ -5,9 +5,9 @@ A `Dataset` declares its task (`Dataset.task`) and everything downstream follows
 - "classification" (every image and 2-D toy set): outputs are logits (N, C), the training
   loss is cross-entropy, a point reports its NLL and error (%), an ensemble averages the
   members' probabilities (Garipov et al. 2018).
-- "regression" (toy1d): outputs are predictions (N, K) of targets (N, K) or (N,) for K = 1,
-  the training loss is the mean squared error (over every target value), and a point also
-  reports a Gaussian NLL per target value,
+- "regression" (toy1d; `tensors` with task="regression"): outputs are predictions (N, K)
+  of targets (N, K) or (N,) for K = 1, the training loss is the mean squared error (over
+  every target value), and a point also reports a Gaussian NLL per target value,
 
       nll = 0.5 * log(2 pi sigma^2) + mse / (2 sigma^2),
 

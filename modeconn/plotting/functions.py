@@ -35,10 +35,16 @@ def function_values(curve: Any, data: Any, ts: Sequence[float], xs: np.ndarray) 
 
 
 def _check_1d(data: Any) -> None:
+    """Refuse data sets other than 1-D inputs (N, 1) with one regression target (N, 1)."""
     if tuple(data.train_x.shape[1:]) != (1,) or getattr(data, "task", None) != "regression":
         raise ValueError(
             f"plot_functions draws 1-D regression functions; got a {getattr(data, 'task', '?')} "
             f"data set with input shape {tuple(data.train_x.shape[1:])} (use e.g. toy1d)"
+        )
+    if data.train_y[0].numel() != 1:
+        raise ValueError(
+            f"plot_functions draws one function of x; this data set has "
+            f"{data.train_y[0].numel()} targets per sample (use a data set with one)"
         )
 
 
