@@ -31,7 +31,7 @@ APPS = {
     "train": "train an endpoint network       (dataset=digits seed=1)",
     "connect": "train a curve between endpoints (start=a.pt end=b.pt curve=bezier)",
     "evaluate": "loss and error along the curve  (curve_ckpt=c.pt points=61)",
-    "plane": "loss and error on the plane     (curve_ckpt=c.pt grid=21 margin=0.2)",
+    "plane": "loss and error on the plane     (curve_ckpt=c.pt, or points=[a.pt,b.pt,c.pt])",
     "ensemble": "ensembles of w1 with phi(t)     (curve_ckpt=c.pt points=21)",
     "fge": "fast geometric ensembling       (start=a.pt cycles=4 cycle=2)",
     "landscape": "the loss surface around a network (ckpt=a.pt directions=filter grid=51)",

@@ -75,13 +75,14 @@ def shared_scale(
 
 
 def _endpoint_indices(names: Sequence[str], count: int) -> tuple[int, int]:
-    """Indices of the start and end anchors: by name, else the first and the last."""
+    """Indices of the start and end anchors: by name, else the first and the second (the
+    order of `PlaneResult.anchors` and `Plane.through`: origin, point on the x-axis, ...)."""
     lowered = [str(n).lower() for n in names]
 
     def find(options: tuple[str, ...], default: int) -> int:
         return next((lowered.index(o) for o in options if o in lowered), default)
 
-    return find(("start", "w1", "w_1"), 0), find(("end", "w2", "w_2"), count - 1)
+    return find(("start", "w1", "w_1"), 0), find(("end", "w2", "w_2"), min(1, count - 1))
 
 
 _ANCHOR_STYLE = {
