@@ -26,9 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from modeconn.curves import Curve, build_curve
+from modeconn.messages import a_or_an
 from modeconn.models import build_model
 from modeconn.store import atomic_write, plain_meta
-from modeconn.torch_files import read_torch_file
+from modeconn.torch_files import UnreadableCheckpoint, read_torch_file
 from modeconn.weights import WeightSpace
 
 log = logging.getLogger("modeconn")
@@ -77,31 +78,66 @@ _PLAIN_HINT = (
 )
 
 
-def load_checkpoint(path: str | Path, expect: str | None = None) -> Checkpoint:
+# What to pass instead of a checkpoint of the wrong kind, unless the caller knows better; a
+# training run resumes from its own path, where a file of another kind is in the way.
+_KIND_HINTS = {
+    "endpoint": "Pass an endpoint checkpoint (one `python -m modeconn.apps.train` writes).",
+    "curve": "Pass a curve checkpoint written by `python -m modeconn.apps.connect`.",
+}
+_RESUME_HINT = (
+    "Training saves and resumes at this path: choose another one for this run "
+    "(checkpoint=...), or delete the file to train from scratch."
+)
+
+
+def load_checkpoint(
+    path: str | Path, expect: str | None = None, *, hint: str | None = None
+) -> Checkpoint:
     """Read and validate a modeconn checkpoint; `expect` ("endpoint", "curve", "fge") checks
-    its kind. Plain state dicts are read by `load_endpoint`, which is told the architecture."""
+    its kind, and `hint` is what a file of another kind is told to pass instead (by default
+    a word on where such checkpoints come from). Plain state dicts are read by
+    `load_endpoint`, which is told the architecture."""
     path = Path(path)
-    return _checkpoint_from(read_torch_file(path), path, expect)
+    return _checkpoint_from(read_torch_file(path), path, expect, hint)
 
 
-def _checkpoint_from(payload: Any, path: Path, expect: str | None) -> Checkpoint:
+def resume_checkpoint(path: str | Path, kind: str) -> Checkpoint:
+    """The checkpoint at `path` that a training run of `kind` resumes from. A damaged file is
+    an error naming it and the ways on, never replaced by a fresh start (it holds the epochs
+    trained so far); a checkpoint of another kind is refused: choose another path."""
+    path = Path(path)
+    try:
+        payload = read_torch_file(path)
+    except UnreadableCheckpoint as err:
+        if err.damage is None:
+            raise
+        raise ValueError(
+            f"cannot resume training from '{path}': it is not a readable checkpoint "
+            f"({err.damage}). It is left as it is: restore it from a backup, or move it aside "
+            f"(e.g. to '{path}.corrupt') to train from scratch"
+        ) from None
+    return _checkpoint_from(payload, path, kind, _RESUME_HINT)
+
+
+def _checkpoint_from(payload: Any, path: Path, expect: str | None, hint: str | None) -> Checkpoint:
     if not isinstance(payload, dict) or "modeconn" not in payload:
         if _plain_state(payload) is not None:
-            use = _PLAIN_HINT if expect in (None, "endpoint") else f"pass a {expect} checkpoint"
-            raise ValueError(f"'{path}' is a plain state dict, not a modeconn checkpoint: {use}")
+            use = f"pass {a_or_an(expect)} checkpoint"
+            use = _PLAIN_HINT if expect in (None, "endpoint") else use
+            raise ValueError(
+                f"'{path}' is a plain state dict, not a modeconn checkpoint"
+                + (f". {hint}" if hint else f": {use}")
+            )
         raise ValueError(
             f"'{path}' is a torch file but not a modeconn checkpoint (no 'modeconn' key) and "
             f"holds no state dict; write endpoints with torch.save(model.state_dict(), path)"
         )
-    kind = payload["kind"]
+    kind = str(payload["kind"])
     if expect is not None and kind != expect:
+        default = _KIND_HINTS.get(expect, "Use another checkpoint path.")
         raise ValueError(
-            f"'{path}' is a {kind} checkpoint, but {'an' if expect == 'endpoint' else 'a'} "
-            f"{expect} checkpoint is expected here. "
-            + {
-                "endpoint": "Pass the checkpoints of the two trained endpoint networks.",
-                "curve": "Pass a curve checkpoint written by `python -m modeconn.apps.connect`.",
-            }.get(expect, "Use another checkpoint path (or delete the file) to start afresh.")
+            f"'{path}' is {a_or_an(kind)} checkpoint, but {a_or_an(expect)} checkpoint is "
+            f"expected here. {hint or default}"
         )
     return Checkpoint(kind, payload["meta"], payload["state"], payload.get("training", {}), path)
 
@@ -141,6 +177,7 @@ def load_endpoint(
     model: nn.Module | None = None,
     *,
     meta: Mapping[str, Any] | None = None,
+    hint: str | None = None,
 ) -> tuple[nn.Module, Checkpoint]:
     """Load a finished endpoint into `model` (built from the metadata if None).
 
@@ -152,13 +189,15 @@ def load_endpoint(
     'model_args', 'num_classes', 'input_shape', 'dataset'; see `endpoint_meta`); the model is
     built from it when `model` is None. A modeconn checkpoint carries its own meta: the keys
     given must agree with it, or a ValueError names the ones that differ.
+    hint: what a modeconn checkpoint of another kind (a curve) is told to pass instead, in
+    the caller's words (connect: the two endpoints; fge: one); by default, an endpoint.
     A state dict of another architecture fails naming the first mismatched tensor; an
     unfinished checkpoint fails with the epoch it reached.
     """
     path, given = Path(path), dict(meta or {})
     payload = read_torch_file(path)
     if isinstance(payload, dict) and "modeconn" in payload:
-        ckpt = _checkpoint_from(payload, path, "endpoint")
+        ckpt = _checkpoint_from(payload, path, "endpoint", hint)
         if not ckpt.finished:
             raise ValueError(
                 f"'{path}' holds an unfinished training run (epoch {ckpt.meta.get('epoch')} "
@@ -172,7 +211,7 @@ def load_endpoint(
     found = _plain_state(payload)
     if found is None:
         keys = sorted(map(str, payload))[:8] if isinstance(payload, dict) else []
-        holds = f"a dict (keys: {', '.join(keys)})" if keys else f"a {type(payload).__name__}"
+        holds = f"a dict (keys: {', '.join(keys)})" if keys else a_or_an(type(payload).__name__)
         raise ValueError(
             f"'{path}' holds {holds} but no state dict modeconn recognises; save the "
             f"network's state dict alone: torch.save(model.state_dict(), '{path.name}')"
@@ -303,7 +342,7 @@ def load_curve(
     payload = read_torch_file(path)
     if _is_2018_curve(payload):
         return _load_2018_curve(path, payload, given)
-    ckpt = _checkpoint_from(payload, path, "curve")
+    ckpt = _checkpoint_from(payload, path, "curve", None)
     _check_agrees(path, ckpt.meta, given)
     model = model_from_checkpoint(ckpt)
     space = WeightSpace.from_module(model)

@@ -1,16 +1,18 @@
-"""Files that survive crashes: atomic writes, results as .npz + .json, partial grids.
+"""Results as .npz + .json, and the partial grids of long jobs, in files that survive crashes.
 
-Every write goes to a temporary file beside its target and is renamed only once complete (a
-result's .npz and .json together), with the permission bits a normal write would give it
-(the umask's), not the 0600 of a temporary file. Results open without modeconn
-(`numpy.load`, `json.load`). Checkpoints are in `modeconn.checkpoints`.
+Every write is atomic (`modeconn.atomic`: a temporary file renamed only once complete, a
+result's .npz and .json together, with normal permission bits). Results open without modeconn
+(`numpy.load`, `json.load`). A result that cannot be read (cut short by a crash or a full
+disk, or garbage) is `UnreadableResult`, naming the file; jobs set such files aside
+(`set_aside`: renamed to `<name>.corrupt`) and start afresh, saying so in one line.
+Checkpoints are in `modeconn.checkpoints`.
 """
 
 from __future__ import annotations
 
-import errno
+import itertools
+import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import fields
@@ -20,88 +22,25 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from modeconn.atomic import atomic_write, atomic_write_all, os_error
+from modeconn.messages import a_or_an
+from modeconn.torch_files import one_line
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it onto `path`.
+__all__ = [
+    "PartialGrid",
+    "SavedResult",
+    "UnreadableResult",
+    "atomic_write",  # written in modeconn.atomic, imported from here as ever
+    "atomic_write_all",
+    "load_result",
+    "plain_meta",
+    "read_or_set_aside",
+    "save_result",
+    "set_aside",
+    "versions",
+]
 
-    A crash leaves either the old file or the new one, never a half-written file. A full
-    disk or a read-only directory raises an OSError that says so and that the file already
-    at `path` (e.g. the partial results of a resumable job) is untouched.
-    """
-    return atomic_write_all({Path(path): write})[0]
-
-
-def atomic_write_all(writers: Mapping[Path, Callable[[Path], None]]) -> list[Path]:
-    """`atomic_write` for files that belong together: every file is written to a temporary
-    file first, and only when all of them are complete are they renamed into place, so a
-    failed write (full disk) leaves all the old files, never a mix of old and new."""
-    temps: dict[Path, Path] = {}
-    try:
-        for path, write in writers.items():
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            except OSError as err:
-                raise _os_error(
-                    err,
-                    f"cannot write to '{path.parent}': {err.strerror}. Choose a writable output "
-                    f"directory{_kept(path)}",
-                ) from err
-            os.close(fd)
-            temps[path] = Path(tmp)
-            os.chmod(tmp, _mode_of_a_normal_write(path))  # mkstemp's 0600 would lock others out
-            try:
-                write(temps[path])
-                with open(temps[path], "rb") as f:
-                    os.fsync(f.fileno())
-            except OSError as err:
-                reason = err.strerror or str(err)
-                hint = "free some space or" if err.errno == errno.ENOSPC else "check the disk, or"
-                raise _os_error(
-                    err,
-                    f"could not write '{path}': {reason}. {hint.capitalize()} choose another "
-                    f"output directory, then run the job again{_kept(path)}",
-                ) from err
-        for path, tmp in temps.items():
-            os.replace(tmp, path)
-    finally:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
-    return list(writers)
-
-
-def _mode_of_a_normal_write(path: Path) -> int:
-    """The permission bits `open(path, "w")` would leave: an existing file keeps its own, a new
-    one gets 0o666 minus the umask (so a group-shared directory stays shared)."""
-    try:
-        return path.stat().st_mode & 0o7777
-    except OSError:
-        return 0o666 & ~_umask()
-
-
-def _umask() -> int:
-    """The process umask; read from /proc where possible, since setting it is process-wide."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _os_error(cause: OSError, message: str) -> OSError:
-    error = OSError(message)
-    error.errno = cause.errno
-    return error
-
-
-def _kept(path: Path) -> str:
-    if path.exists():
-        return f"; the existing '{path.name}' is intact (a resumable job continues from it)."
-    return "."
+log = logging.getLogger("modeconn")
 
 
 def versions() -> dict[str, str]:
@@ -151,20 +90,109 @@ def save_result(path: str | Path, arrays: Mapping[str, Any], meta: Mapping[str, 
     return npz
 
 
+class UnreadableResult(ValueError):
+    """A result file that exists but cannot be read: truncated, corrupt, or the half of an
+    .npz + .json pair whose other half is missing. `path` is that file and `problem` says
+    what is wrong with it ("'p.npz' is unreadable (truncated or corrupt: ...)")."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{problem}; rerun the job that wrote it to write it again")
+        self.path, self.problem = path, problem
+
+
 def load_result(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read the arrays and the sidecar written by `save_result` (path with or without suffix)."""
+    """Read the arrays and the sidecar written by `save_result` (path with or without suffix).
+
+    A missing file is a FileNotFoundError; a damaged one (or an .npz without its sidecar) an
+    `UnreadableResult` naming it."""
     import json
 
     import numpy as np
 
     base = Path(path).with_suffix("")
     npz, sidecar = base.with_suffix(".npz"), base.with_suffix(".json")
-    for f in (npz, sidecar):
-        if not f.is_file():
-            raise FileNotFoundError(f"result file '{f}' does not exist; check the path")
-    with np.load(npz, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    return arrays, json.loads(sidecar.read_text())
+    if not npz.is_file():
+        raise FileNotFoundError(f"result file '{npz}' does not exist; check the path")
+    if not sidecar.is_file():
+        raise UnreadableResult(sidecar, f"'{sidecar}', the sidecar of '{npz.name}', is missing")
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except PermissionError:
+        raise
+    except Exception as err:  # zipfile and numpy fail on damaged bytes in many ways
+        raise UnreadableResult(npz, _unreadable(npz, err)) from None
+    try:
+        meta = json.loads(sidecar.read_text())
+    except PermissionError:
+        raise
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError included
+        raise UnreadableResult(sidecar, _unreadable(sidecar, err)) from None
+    if not isinstance(meta, dict):
+        raise UnreadableResult(sidecar, _unreadable(sidecar, "not a JSON object"))
+    return arrays, meta
+
+
+def _unreadable(path: Path, err: Exception | str) -> str:
+    """ "'p.npz' is unreadable (truncated or corrupt: File is not a zip file)" ("empty")."""
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        empty = False
+    detail = one_line(str(err)) or type(err).__name__
+    return f"'{path}' is unreadable ({'empty' if empty else f'truncated or corrupt: {detail}'})"
+
+
+def set_aside(path: str | Path) -> list[Path]:
+    """Rename the files of the result `path` (.npz and .json, those that exist) to
+    `<name>.corrupt`, or `<name>.corrupt2`, 3, ... where an earlier one is kept: damaged files
+    stay for a look, never replacing each other, out of the way of a fresh run. Returns the
+    new paths."""
+    base = Path(path).with_suffix("")
+    files = [f for f in (base.with_suffix(".npz"), base.with_suffix(".json")) if f.exists()]
+    for n in itertools.count(1):
+        aside = [f.with_name(f"{f.name}.corrupt{n if n > 1 else ''}") for f in files]
+        if not any(a.exists() or a.is_symlink() for a in aside):
+            break
+    for f, a in zip(files, aside, strict=True):
+        try:
+            os.rename(f, a)
+        except OSError as err:
+            raise os_error(
+                err,
+                f"cannot move the unreadable '{f}' aside: {err.strerror}. Move or delete it, "
+                "then run the job again",
+            ) from err
+    return aside
+
+
+def read_or_set_aside(
+    path: str | Path,
+    lead: str,
+    then: str = "",
+    check: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The arrays and sidecar of the result at `path`; None when its .npz does not exist, or
+    when the result is damaged (`UnreadableResult`, also from `check(arrays, meta)`): then
+    its files are set aside (`set_aside`) and one warning says so, e.g. "cannot resume:
+    'o/x-partial.npz' is unreadable (truncated or corrupt: ...); kept the files as
+    'o/x-partial.npz.corrupt' and 'o/x-partial.json.corrupt'; starting afresh".
+
+    lead: the warning's first words; then: its last ones (what the job does instead)."""
+    base = Path(path).with_suffix("")
+    if not base.with_suffix(".npz").exists():
+        return None
+    try:
+        loaded = load_result(base)
+        if check is not None:
+            check(*loaded)
+        return loaded
+    except UnreadableResult as err:
+        problem = err.problem
+    kept = [f"'{p}'" for p in set_aside(base)]
+    where = f"kept it as {kept[0]}" if len(kept) == 1 else f"kept the files as {' and '.join(kept)}"
+    log.warning("%s: %s; %s%s", lead, problem, where, f"; {then}" if then else "")
+    return None
 
 
 def plain_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,9 +234,10 @@ class SavedResult:
         arrays, meta = load_result(path)
         kind = meta.pop("result", None)
         if kind != cls.result_kind:
+            held = a_or_an(str(kind)) if kind else "a result modeconn did not write"
             raise ValueError(
-                f"'{path}' holds a {kind or 'non-modeconn'} result, not a {cls.result_kind}; "
-                "load it with the matching result class"
+                f"'{path}' holds {held}, not {a_or_an(cls.result_kind)}; load it with the "
+                "matching result class"
             )
         meta.pop("versions", None)
         return cls._from_arrays(arrays, meta, path)
@@ -264,8 +293,9 @@ class PartialGrid:
 
         self.path, self.config = Path(path), plain_meta(config)
         self.save_every_s, self._saved_at = save_every_s, time.monotonic()
-        if self.path.with_suffix(".npz").exists():
-            arrays, meta = load_result(self.path)
+        shape = tuple(int(s) for s in shape)
+
+        def resumable(arrays: dict[str, Any], meta: dict[str, Any]) -> None:
             stored = meta.get("config", {})
             differing = sorted(
                 k for k in set(stored) | set(self.config) if stored.get(k) != self.config.get(k)
@@ -276,6 +306,15 @@ class PartialGrid:
                     f"differing keys: {', '.join(differing)}. Use another output directory, "
                     "or delete the file to start afresh."
                 )
+            bad = [n for n in (*names, "done") if n not in arrays or arrays[n].shape != shape]
+            if bad:
+                npz = self.path.with_suffix(".npz")
+                problem = f"'{npz}' is unreadable (no {shape} array '{bad[0]}' in it)"
+                raise UnreadableResult(npz, problem)
+
+        loaded = read_or_set_aside(self.path, "cannot resume", "starting afresh", resumable)
+        if loaded is not None:
+            arrays = loaded[0]
             self.values = {n: arrays[n] for n in names}
             self.done = arrays["done"].astype(bool)
         else:

@@ -5,6 +5,7 @@ corrupt or truncated bytes), without ever unpickling or advising to.
 
 from __future__ import annotations
 
+import errno
 import pickle
 import re
 import zipfile
@@ -12,6 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+
+class UnreadableCheckpoint(ValueError):
+    """A torch file that `torch.load(weights_only=True)` cannot read; str() is the one line.
+
+    `damage` says what is wrong with the bytes themselves ("corrupt, truncated or not a torch
+    file: ..."), or is None for a readable pickle that modeconn refuses (a whole model, objects).
+    """
+
+    def __init__(self, message: str, path: Path, damage: str | None):
+        super().__init__(message)
+        self.path, self.damage = path, damage
+
 
 _NO_FILE_HINT = (
     "train one with `python -m modeconn.apps.train` (endpoints) or "
@@ -35,7 +49,8 @@ def read_torch_file(path: str | Path) -> Any:
             f"cannot read '{path}': {err.strerror}; check its permissions"
         ) from None
     except Exception as err:  # torch.load's failures have no common type
-        raise ValueError(_why_unreadable(path, err)) from None
+        message, damage = _why_unreadable(path, err)
+        raise UnreadableCheckpoint(message, path, damage) from None
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -47,13 +62,15 @@ def one_line(text: str) -> str:
     return lines[0].strip() if lines else ""
 
 
-def _why_unreadable(path: Path, err: Exception) -> str:
+def _why_unreadable(path: Path, err: Exception) -> tuple[str, str | None]:
+    """The one-line diagnosis of a file torch cannot read, and what is wrong with its bytes
+    (None when they are a pickle modeconn refuses to run)."""
     globals_, module = _pickled_globals(path)
     if module:
         return (
             f"'{path}' holds a whole pickled model (torch.save(model)); save its state_dict() "
             f"instead: torch.save(model.state_dict(), '{path.name}')"
-        )
+        ), None
     foreign = list(
         dict.fromkeys(g for g in globals_ if not g.startswith(("torch.", "collections.")))
     )
@@ -62,14 +79,20 @@ def _why_unreadable(path: Path, err: Exception) -> str:
             f"'{path}' holds pickled Python objects ({', '.join(foreign[:3])}), "
             f"which modeconn does not unpickle; save tensors only, e.g. "
             f"torch.save(model.state_dict(), '{path.name}')"
-        )
+        ), None
     reason = re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", one_line(str(err))).split(". ")[0]
     if isinstance(err, pickle.UnpicklingError) or "weights" in reason.lower():
         reason = ""  # torch's text here is advice on unpickling code, never shown
+    if isinstance(err, OSError) and err.errno == errno.EINVAL:
+        reason = ""  # a seek past the end of a cut-short file: "[Errno 22] Invalid argument"
     if path.stat().st_size == 0:
         reason = "the file is empty"
     what = "corrupt, truncated or not a torch file"
-    return f"'{path}' is not a readable checkpoint ({what})" + (f": {reason}" if reason else "")
+    reason = f": {reason}" if reason else ""
+    return (
+        f"'{path}' is not a readable checkpoint ({what}){reason}; check the path, or write "
+        "the checkpoint again (`modeconn train` for an endpoint, `modeconn connect` for a curve)"
+    ), what + reason
 
 
 def _pickled_globals(path: Path) -> tuple[list[str], bool]:

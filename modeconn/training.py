@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from modeconn.checkpoints import load_checkpoint, save_checkpoint
+from modeconn.checkpoints import resume_checkpoint, save_checkpoint
 from modeconn.curves import Curve, curve_args
 from modeconn.interrupt import save_on_interrupt
 from modeconn.run_state import (
@@ -140,7 +140,7 @@ def fit(
     result = TrainResult(checkpoint=Path(checkpoint) if checkpoint else None)
     start_epoch = 0
     if result.checkpoint is not None and result.checkpoint.exists():
-        ckpt = load_checkpoint(result.checkpoint, expect=meta["kind"])
+        ckpt = resume_checkpoint(result.checkpoint, meta["kind"])
         check_resumable(result.checkpoint, ckpt.meta, meta)
         load_fn(ckpt.state)
         if extra_state is not None:

@@ -64,7 +64,7 @@ class TrajectoryStore:
         self._points_file = self.path / "points.f32"
         self._index_file = self.path / "index.bin"
         if self._meta_file.is_file():
-            stored = json.loads(self._meta_file.read_text())
+            stored = self._read_meta()
             same = dim is None or (stored["dim"] == dim and stored["rows"] == rows)
             if not same and not replace:
                 raise ValueError(
@@ -102,6 +102,23 @@ class TrajectoryStore:
     def _truncate_files(self, n: int) -> None:
         os.truncate(self._points_file, n * self._row_bytes)
         os.truncate(self._index_file, n * INDEX_DTYPE.itemsize)
+
+    def _read_meta(self) -> dict[str, Any]:
+        """meta.json; a damaged one is an error naming it (the rows mean nothing without it)."""
+        try:
+            stored = json.loads(self._meta_file.read_text())
+            if not isinstance(stored, dict) or not {"dim", "rows"} <= set(stored):
+                raise ValueError("not the meta.json of a trajectory store")
+        except PermissionError:
+            raise
+        except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError included
+            raise ValueError(
+                f"the trajectory store's '{self._meta_file}' is unreadable (truncated or "
+                f"corrupt: {str(err).splitlines()[0] if str(err) else type(err).__name__}). "
+                f"Delete the folder '{self.path}' (and the training checkpoint, to record the "
+                "whole run again), or record to another folder"
+            ) from None
+        return stored
 
     def _write_meta(self) -> None:
         atomic_write(self._meta_file, lambda tmp: tmp.write_text(json.dumps(self.meta, indent=2)))

@@ -154,7 +154,8 @@ def load_point_checkpoint(cfg: DictConfig):
         curve, ckpt = load_curve(cfg.ckpt, meta=named)
         curve = curve.to(device)
     else:
-        model, ckpt = load_endpoint(cfg.ckpt, meta=named)
+        hint = "Pass an endpoint or a curve checkpoint (ckpt=...)."
+        model, ckpt = load_endpoint(cfg.ckpt, meta=named, hint=hint)
         model = model.to(device)
     if data is None:
         root = cfg.data_root if cfg.data_root is not None else ckpt.meta.get("dataset_root")

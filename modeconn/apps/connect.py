@@ -55,8 +55,9 @@ def run(cfg: DictConfig) -> dict:
     rank, _ = init_distributed()
     device = pick_device(cfg.device)
     named, data = named_endpoints(cfg, device)
-    start, start_ckpt = load_endpoint(cfg.start, meta=named)
-    end, end_ckpt = load_endpoint(cfg.end, meta=named)
+    hint = "Pass the checkpoints of the two trained endpoint networks (start=... end=...)."
+    start, start_ckpt = load_endpoint(cfg.start, meta=named, hint=hint)
+    end, end_ckpt = load_endpoint(cfg.end, meta=named, hint=hint)
     differing = [k for k in _MUST_MATCH if start_ckpt.meta.get(k) != end_ckpt.meta.get(k)]
     if differing:
         details = "; ".join(

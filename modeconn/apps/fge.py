@@ -27,7 +27,8 @@ from modeconn.plotting import plot_fge, save_figure
 def run(cfg: DictConfig) -> FGEResult:
     device = pick_device(cfg.device)
     named, data = named_endpoints(cfg, device)
-    model, ckpt = load_endpoint(cfg.start, meta=named)
+    hint = "Pass the checkpoint of one trained endpoint network (start=...)."
+    model, ckpt = load_endpoint(cfg.start, meta=named, hint=hint)
     if data is None:
         root = cfg.data_root if cfg.data_root is not None else ckpt.meta.get("dataset_root")
         options = ckpt.meta.get("dataset_args") or {}

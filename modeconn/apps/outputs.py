@@ -3,7 +3,8 @@
 Default checkpoint names carry the model and curve arguments (`args_tag`), and a finished
 result is replaced only by a run of the same job or with `overwrite=true` (`guard_result`):
 a second `plane` run with another grid in the same output directory used to replace a
-finished 13x13 result by a 5x5 one without a word.
+finished 13x13 result by a 5x5 one without a word. A damaged result (truncated, garbage) is
+set aside as `<name>.corrupt` and computed again, with one warning.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from modeconn.store import plain_meta
+from modeconn.store import plain_meta, read_or_set_aside
 
 
 def args_tag(args: Mapping[str, Any] | None, limit: int = 40) -> str:
@@ -68,15 +69,18 @@ def guard_result(path: Path, job: Mapping[str, Any], overwrite: bool) -> None:
 
     `job` holds what distinguishes runs (grid, points, wd, the curve's fingerprint, ...); it
     is recorded in the result's metadata under "job" (`job_meta`). A result of the same job
-    is recomputed and replaced as before; `overwrite=True` replaces any.
+    is recomputed and replaced as before; `overwrite=True` replaces any. A result that cannot
+    be read (its .npz or .json truncated or garbage, or the .json missing) is no finished
+    result: its files are set aside as `<name>.corrupt` (`read_or_set_aside`) with one
+    warning naming them, and the run computes it again.
     """
     sidecar = Path(path).with_suffix(".json")
-    if overwrite or not sidecar.is_file():
+    if overwrite:
         return
-    try:
-        stored = json.loads(sidecar.read_text()).get("job")
-    except (OSError, ValueError):
-        stored = None
+    loaded = read_or_set_aside(path, "replacing a damaged finished result")
+    if loaded is None:
+        return
+    stored = loaded[1].get("job")
     job = plain_meta(job)
     if stored == job:
         return

@@ -55,6 +55,15 @@ from modeconn.weights import fingerprint
 ANALYSES = ("pair", "curve", "training", "classes")
 
 
+# What a curve checkpoint passed where an endpoint is wanted is told, per analysis.
+_HINTS = {
+    "pair": "Pass the checkpoints of the two trained networks to compare (a=... b=...), or "
+    "compare along a curve with analysis=curve ckpt=<curve.pt>.",
+    "classes": "Pass the checkpoint of one trained endpoint network (a=...).",
+    "training": "Pass the endpoint checkpoints saved during one training run (checkpoints=[...]).",
+}
+
+
 def _need(cfg: DictConfig, key: str) -> str:
     if not cfg.get(key):
         raise ValueError(f"analysis={cfg.analysis} needs {key}=<checkpoint.pt>")
@@ -92,11 +101,11 @@ def run(cfg: DictConfig):
     )
     model_name = None
     if cfg.analysis in ("pair", "classes"):
-        a, ckpt = load_endpoint(_need(cfg, "a"))
+        a, ckpt = load_endpoint(_need(cfg, "a"), hint=_HINTS[cfg.analysis])
         a, model_name = a.to(device), ckpt.meta.get("model")
         data = _data_of(cfg, ckpt, device)
         if cfg.analysis == "pair":
-            b, _ = load_endpoint(_need(cfg, "b"))
+            b, _ = load_endpoint(_need(cfg, "b"), hint=_HINTS["pair"])
             b = b.to(device)
             source, ident = cfg.a, _weights_id(a, b)
             result = compare_networks(a, b, data, baseline=int(cfg.baseline), **common)
@@ -145,7 +154,7 @@ def _training(cfg: DictConfig, device, common: dict):
                 f"{len(paths)} checkpoints but {len(fractions)} fractions: give one fraction of "
                 "training per checkpoint, e.g. fractions=[0,0.35,0.75,1]"
             )
-        loaded = [load_endpoint(p) for p in paths]
+        loaded = [load_endpoint(p, hint=_HINTS["training"]) for p in paths]
         model, ckpt = loaded[-1]
         model = model.to(device)
         data = _data_of(cfg, ckpt, device)

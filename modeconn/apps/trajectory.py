@@ -203,7 +203,7 @@ def _recorded(cfg: DictConfig) -> dict:
         curve, ckpt = load_curve(path)
         curve = curve.to(device)
     else:
-        model, ckpt = load_endpoint(path)
+        model, ckpt = load_endpoint(path, hint="Pass an endpoint or a curve checkpoint (ckpt=...).")
         model = model.to(device)
     root = ckpt.meta.get("dataset_root")
     options = ckpt.meta.get("dataset_args") or {}

@@ -31,7 +31,7 @@ from modeconn.engine.settings import EvalSettings
 from modeconn.engine.subset import eval_subset
 from modeconn.evaluation import Metrics, RegressionMetrics, evaluate_point
 from modeconn.interrupt import grid_saved, save_on_interrupt
-from modeconn.store import PartialGrid, load_result
+from modeconn.store import PartialGrid, UnreadableResult, load_result
 from modeconn.tasks import CLASSIFICATION, gaussian_nll, metric_names, noise_variance, task_of
 from modeconn.weights import WeightSpace
 
@@ -292,19 +292,31 @@ def _measured(values: Mapping[str, float], names: tuple[str, ...]) -> dict[str, 
     return {name: float(values[name]) for name in names}
 
 
+def _shard_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A shard's partial file; a damaged one is refused naming it and how to redo it."""
+    try:
+        return load_result(path)
+    except UnreadableResult as err:
+        raise ValueError(
+            f"cannot merge: {err.problem}. Rerun that shard (it sets the damaged file aside "
+            "and starts it afresh), then merge again"
+        ) from None
+
+
 def merge_shards(paths: list[str | Path], into: str | Path) -> int:
     """Join the partial files of the shards of one job into `into`; returns points done.
 
-    Refuses shards written for different configurations (naming the differing keys).
+    Refuses shards written for different configurations (naming the differing keys), and
+    damaged shard files (naming them). A damaged `into` is set aside (`PartialGrid`).
     """
     if not paths:
         raise ValueError("merge_shards needs at least one shard file")
-    first_arrays, first_meta = load_result(paths[0])
+    first_arrays, first_meta = _shard_file(paths[0])
     config = first_meta.get("config", {})
     names = tuple(k for k in first_arrays if k != "done")
     merged = PartialGrid(into, config, first_arrays["done"].shape, names, save_every_s=0)
     for path in paths:
-        arrays, meta = load_result(path)
+        arrays, meta = _shard_file(path)
         other = meta.get("config", {})
         differing = sorted(k for k in set(other) | set(config) if other.get(k) != config.get(k))
         if differing:
