@@ -64,9 +64,7 @@ def run(
     space = WeightSpace.from_module(model)
     weights = [space.unflatten(p.to(device)) for p in points]
 
-    # The sequential engine's one-time choice of layout and batch size is paid once per model,
-    # not per point: make it before timing either engine.
-    plan = eval_plan(model, data.train_x, weights[0])
+    plan = eval_plan(data.train_x)  # the sequential engine's layout and batch size, by rule
     auto = resolve_points_per_pass("auto", model, weights[0], data)  # what the analyses pick
     _reset_peak(device)
     seq_s, seq = timed(lambda: [evaluate_point(model, w, data) for w in weights])

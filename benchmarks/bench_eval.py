@@ -83,14 +83,13 @@ def run(name: str, spec: dict, n_points: int, ours_batch: int, device: torch.dev
     first = space.unflatten(points[0])
     tune_s, (plan, per_pass) = timed(
         lambda: (
-            eval_plan(model, data.train_x, first),
+            eval_plan(data.train_x),
             resolve_points_per_pass("auto", model, first, data),
         )
     )
     compile_s, _ = timed(
         lambda: evaluate_point(model, first, data, batch_size=ours_batch, compile=True)
     )
-    eval_plan(model, data.train_x, first, "bfloat16")  # the bf16 plan, timed once likewise
     floor_x, floor_batch, floor_setting = best_forward(model, data.train_x)
     samples_per_point = len(ytr) * (2 if has_bn else 1) + len(yte)
 

@@ -25,7 +25,6 @@ from common import markdown_table, report, timed  # noqa: E402
 from modeconn.curves import Line  # noqa: E402
 from modeconn.data import load_dataset  # noqa: E402
 from modeconn.evaluation import evaluate_point  # noqa: E402
-from modeconn.execution import eval_plan  # noqa: E402
 from modeconn.models import build_model  # noqa: E402
 from modeconn.training import TrainConfig, train_endpoint  # noqa: E402
 
@@ -48,8 +47,6 @@ def run(label: str, spec: dict, data, epochs: int, precisions: list[str]) -> lis
     line = Line(start, start, end)
     points = [line.weights(t) for t in torch.linspace(0, 1, 11).tolist()]
     model = line.model
-    for precision in [None, *precisions]:  # each precision's plan, timed once, not counted
-        eval_plan(model, data.train_x, points[0], precision)
     seconds = {p: [] for p in [None, *precisions]}
     results = {p: [] for p in [None, *precisions]}
     for k, w in enumerate(points):

@@ -42,6 +42,7 @@ from modeconn.evaluation import (  # noqa: E402
     predict,
     recompute_bn,
 )
+from modeconn.execution import eval_plan, fixed_threads  # noqa: E402
 from modeconn.fge import FGEResult, fge  # noqa: E402
 from modeconn.hessian import (  # noqa: E402
     HessianExtremes,
@@ -195,7 +196,9 @@ __all__ = [
     "evaluate_plane_through_curve",
     "evaluate_point",
     "evaluate_points",
+    "eval_plan",
     "fge",
+    "fixed_threads",
     "kl_divergence",
     "load_checkpoint",
     "load_curve",

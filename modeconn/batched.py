@@ -203,7 +203,7 @@ def evaluate_points(
         estimator, see `recompute_bn`); then each split is evaluated in eval mode.
     batch_size: samples per forward pass in the evaluation passes. Each pass runs all P points
         on them, so its activations take P times the memory of a sequential pass of the same
-        size; None: the sequential engine's fastest batch size (`eval_plan`) divided by P
+        size; None: the sequential engine's batch size (`eval_plan`) divided by P
         (at least 1), which keeps the memory of a sequential pass. The BatchNorm pass runs
         bn_batch_size samples for all P points (its size fixes the result, so it is not
         scaled down).
@@ -221,8 +221,7 @@ def evaluate_points(
     params = _stack(weights_list)
     p = len(weights_list)
     if batch_size is None:
-        plan = eval_plan(model, data.train_x, weights_list[0], autocast)
-        batch_size = max(1, plan.batch_size // p)
+        batch_size = max(1, eval_plan(data.train_x).batch_size // p)
     if batch_size < 1 or bn_batch_size < 1:
         raise ValueError(
             f"batch_size and bn_batch_size must be >= 1, got {batch_size} and {bn_batch_size}"
@@ -352,7 +351,7 @@ def choose_points_per_pass(
     if key in choices:
         return choices[key]
     weights = {name: w.detach() for name, w in weights.items()}
-    plan = eval_plan(model, data.train_x, weights, autocast)
+    plan = eval_plan(data.train_x)
     mode = model.training
     model.eval()
     best, best_time = 1, float("inf")

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from modeconn.curves import Curve, build_curve
 from modeconn.messages import a_or_an
 from modeconn.models import build_model
-from modeconn.store import atomic_write, plain_meta
+from modeconn.store import atomic_write, environment, plain_meta
 from modeconn.torch_files import UnreadableCheckpoint, read_torch_file
 from modeconn.weights import WeightSpace
 
@@ -67,6 +67,7 @@ def save_checkpoint(
         "meta": dict(meta),
         "state": {k: v.detach().cpu() for k, v in state.items()},
         "training": dict(training or {}),
+        "environment": environment(),  # the thread count and kernel set it was written with
     }
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 

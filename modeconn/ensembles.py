@@ -178,6 +178,7 @@ def ensembles_along_curve(
     progress: bool = True,
     autocast: str | None = None,
     compile: bool = False,
+    layout: str = "auto",
 ) -> EnsembleResult:
     """Accuracy of the ensemble {w1, phi(t)} versus t, along `curve` and the straight segment.
 
@@ -186,12 +187,13 @@ def ensembles_along_curve(
     or `bn_samples`), then the test set is predicted. w1's and w2's predictions are computed
     once and reused (also for points that equal an endpoint exactly). `autocast`
     ("bfloat16" or "float16"): forward passes in that precision; `compile`: through
-    `torch.compile` (see `evaluate_point`).
+    `torch.compile`; `layout`: the inputs' memory layout (see `evaluate_point`).
     """
     began = time.perf_counter()
     ts = _as_ts(ts)
     model, space, y, task = curve.model, curve.space, data.test_y, task_of(data)
     run = dict(bn_samples=bn_samples, batch_size=batch_size, autocast=autocast, compile=compile)
+    run["layout"] = layout
 
     def log_probs(weights: Mapping[str, Tensor]) -> Member:
         return point_member(model, weights, data, **run)

@@ -316,6 +316,7 @@ def prepare_point(
     compile: bool = False,
     autocast: str | torch.dtype | None = None,
     bn: str = "recompute",
+    layout: str = "auto",
 ) -> dict[str, Tensor] | None:
     """Make `model` ready to evaluate `weights`: BatchNorm statistics recomputed on the
     un-augmented train data of `data` (a `Dataset`). Returns the weights, detached.
@@ -324,16 +325,16 @@ def prepare_point(
     depend on the batch statistics that normalise earlier ones in this pass.
     `bn="fixed"` recomputes nothing: the point is evaluated with the model's current
     running statistics (Li et al.'s loss-landscape keeps the centre's for every point).
+    `layout`: the inputs' memory layout ("auto", "contiguous", "channels_last": `eval_plan`).
     """
     check_bn_samples(bn_samples)
     if weights is not None:
         weights = {k: v.detach() for k, v in weights.items()}
     if check_bn_policy(bn) == "fixed":
         return weights
-    plan = eval_plan(model, data.train_x, weights, autocast)
     recompute_bn(
         model,
-        plan.layout(data.train_x),
+        eval_plan(data.train_x, layout=layout).layout(data.train_x),
         weights,
         batch_size=bn_batch_size,
         num_samples=bn_samples,
@@ -358,6 +359,7 @@ def evaluate_point(
     autocast: str | torch.dtype | None = None,
     eval_data=None,
     bn: str = "recompute",
+    layout: str = "auto",
 ) -> dict[str, Metrics | RegressionMetrics]:
     """Recompute BatchNorm statistics on un-augmented train data, then evaluate each split
     (`Metrics`; `RegressionMetrics` for a regression data set). `bn="fixed"` skips the
@@ -367,7 +369,9 @@ def evaluate_point(
     subset, `modeconn.engine.subset`); the statistics still come from `data`.
 
     `data` is a `modeconn.data.Dataset`; `weights` a name->tensor dict (None: the model's own).
-    `batch_size` of the evaluation passes: None picks the fastest (`eval_plan`).
+    `batch_size` of the evaluation passes (None: `eval_plan`'s rule; it changes no number
+    unless compiled) and `layout` of the inputs (`eval_plan`: "auto", "contiguous",
+    "channels_last"; the layout changes convolutions' last bits).
     `compile=True` runs the forward passes through `torch.compile` (`compiled`): one graph
     per mode and batch size, compiled on the first point and reused by every later one,
     results equal up to float rounding; worth its compile time on long jobs.
@@ -386,19 +390,20 @@ def evaluate_point(
         compile=compile,
         autocast=autocast,
         bn=bn,
+        layout=layout,
     )
     out = {}
     task = task_of(data)
     source = data if eval_data is None else eval_data
     for split in splits:
         x, y = getattr(source, f"{split}_x"), getattr(source, f"{split}_y")
-        plan = eval_plan(model, data.train_x, weights, autocast)
+        plan = eval_plan(data.train_x, batch_size=batch_size, layout=layout)
         out[split] = evaluate(
             model,
             plan.layout(x),
             y,
             weights,
-            batch_size=batch_size or plan.batch_size,
+            batch_size=plan.batch_size,
             compile=compile,
             autocast=autocast,
             task=task,

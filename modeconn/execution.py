@@ -2,8 +2,10 @@
 
 These choices never change what is computed beyond float rounding (autocast aside, which is
 opt-in and recorded): `precision` wraps passes in `torch.autocast`, `compiled` / `Runner`
-send them through `torch.compile`, and `eval_plan` times once per model which memory layout
-and evaluation batch size run fastest. `modeconn.evaluation` builds the engine on them.
+send them through `torch.compile`, and `eval_plan` gives the memory layout and evaluation
+batch size by rule (never by timing, so that a busy machine cannot change a number);
+`fixed_threads` runs a job on a given intra-op thread count. `modeconn.evaluation` builds
+the engine on them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -151,20 +154,60 @@ def _forget_layout(key: int, _ref: weakref.ref) -> None:
 
 
 _LAYOUTS: dict[int, tuple[weakref.ref, Tensor]] = {}
-# Per live model object: an entry dies with its model, so a new model that reuses a freed
-# model's id() never sees a stale one.
-_PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, EvalPlan]] = weakref.WeakKeyDictionary()
+
+LAYOUTS = ("auto", "contiguous", "channels_last")
+
+
+def check_layout(layout: str) -> str:
+    """`layout` if it is one of LAYOUTS, else a ValueError listing them."""
+    if layout not in LAYOUTS:
+        raise ValueError(
+            f"layout must be one of {', '.join(map(repr, LAYOUTS))} ('auto': channels_last for "
+            f"images of 16x16 pixels or more, contiguous otherwise), got {layout!r}"
+        )
+    return layout
 
 
 @dataclass(frozen=True)
 class EvalPlan:
-    """How the engine runs a model fastest: image layout and evaluation batch size."""
+    """How the engine runs a model's evaluation passes: image layout and batch size."""
 
     channels_last: bool
     batch_size: int
 
     def layout(self, x: Tensor) -> Tensor:
         return channels_last(x) if self.channels_last and x.ndim == 4 else x
+
+    def meta(self) -> dict[str, Any]:
+        """The plan as a result's metadata records it."""
+        return {
+            "layout": "channels_last" if self.channels_last else "contiguous",
+            "batch_size": self.batch_size,
+        }
+
+
+def eval_plan(x: Tensor, *, batch_size: int | None = None, layout: str = "auto") -> EvalPlan:
+    """The layout and evaluation batch size for inputs like x (N, ...), by rule, never by
+    timing: a timed choice flips on a busy machine, and the layout changes the last bits of
+    convolutions (and so, through BatchNorm statistics and argmax ties, the numbers).
+
+    layout "auto": channels_last for images (N, C, H, W) of at least 16x16 pixels, where it
+    ran 1.3-2x faster (PreResNet-20, VGG16 on 32x32, 2-core CPU), contiguous for smaller
+    ones (digits' 8x8: no gain) and every other input. batch_size None: 128 for images on a
+    CPU (ResNets on 32x32 ran 2x faster at 64-128 than at 1024: the activations stay in
+    cache), 1024 for other inputs and on accelerators. The batch size never changes a number
+    in eager evaluation (each sample's output is computed alone; tests/test_reproducible.py
+    forces each size and compares bitwise); with compile=True each size is its own graph.
+    """
+    check_layout(layout)
+    image = x.ndim == 4
+    if layout == "auto":
+        last = image and x.shape[-1] * x.shape[-2] >= 256
+    else:
+        last = layout == "channels_last" and image
+    if batch_size is None:
+        batch_size = 128 if image and x.device.type == "cpu" else 1024
+    return EvalPlan(last, int(batch_size))
 
 
 def best_seconds(run: Callable[[], object], device: torch.device) -> float:
@@ -183,46 +226,30 @@ def best_seconds(run: Callable[[], object], device: torch.device) -> float:
     return best
 
 
-def eval_plan(
-    model: nn.Module,
-    x: Tensor,
-    weights: Mapping[str, Tensor] | None,
-    autocast: str | torch.dtype | None = None,
-) -> EvalPlan:
-    """The fastest layout and batch size for this model, input shape, device and precision
-    (`autocast`), timed once.
+# The intra-op thread count this process started with (OMP_NUM_THREADS, else torch's default
+# for this machine), read when modeconn is imported.
+STARTUP_THREADS = torch.get_num_threads()
 
-    Evaluation results do not depend on either (BatchNorm is in eval mode), so the engine
-    picks them by speed: batch sizes 32..2048 (..8192 on a GPU) in both memory layouts for
-    images (channels_last is ~1.5x faster for ResNets on a CPU, slower for tiny 8x8 inputs),
-    stopping once the time per sample stops improving.
-    """
-    plans = _PLANS.setdefault(model, {})
-    key = (tuple(x.shape[1:]), x.device, autocast_dtype(autocast))
-    if key in plans:
-        return plans[key]
-    layouts = [False, True] if x.ndim == 4 else [False]
-    sizes = (32, 64, 128, 256, 512, 1024, 2048) + ((4096, 8192) if x.device.type == "cuda" else ())
-    best, best_rate = EvalPlan(False, 32), float("inf")
-    mode = model.training
-    model.eval()
+
+@contextlib.contextmanager
+def fixed_threads(threads: int | None = None) -> Iterator[int]:
+    """Run the block on `threads` intra-op threads (None: `STARTUP_THREADS`, the count a fresh
+    process gets), restoring the process's count afterwards.
+
+    CPU kernels split some reductions by thread (oneDNN's convolution weight gradient, MKL's
+    small matrix products), so a network trained on 1 thread differs in the last bits from
+    one trained on 2, and training grows the difference into another network. The apps run
+    inside this, so that what ran before in the process (a notebook cell, a test that set
+    the count) cannot change their numbers; results and checkpoints record the count
+    (`modeconn.store.environment`)."""
+    threads = STARTUP_THREADS if threads is None else int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be an int >= 1, got {threads}")
+    before = torch.get_num_threads()
+    if threads != before:
+        torch.set_num_threads(threads)
     try:
-        with torch.inference_mode(), precision(x.device, autocast):
-            for last in layouts:
-                xs = channels_last(x) if last else x
-                layout_best, layout_rate = 32, float("inf")
-                for size in sizes:
-                    chunk = xs[:size]
-                    run = functools.partial(forward_with, model, weights, chunk)
-                    seconds = best_seconds(run, x.device)
-                    rate = seconds / len(chunk)
-                    if rate < layout_rate * 0.97:
-                        layout_best, layout_rate = size, rate
-                    if size > 2 * layout_best or len(chunk) < size:
-                        break
-                if layout_rate < best_rate:
-                    best, best_rate = EvalPlan(last, layout_best), layout_rate
+        yield threads
     finally:
-        model.train(mode)
-    plans[key] = best
-    return best
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

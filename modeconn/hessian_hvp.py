@@ -12,11 +12,11 @@ without dividing; PyHessian's `dataloader_hv_product` weights by batch size as h
 
 Each product runs forward-over-reverse, `torch.func.jvp` of `torch.func.grad` (Pearlmutter's
 R-operator: one forward pass with dual numbers through the backward graph), or by double
-backward (`torch.autograd.grad(..., create_graph=True)`); `method="auto"` (default) times
-both once per network class and device and keeps the faster (double backward where a network
-does not support forward-mode AD; on a 2-core CPU double backward was ~25 % faster for
-PreResNet-20, benchmarks/bench_hessian.py). Products are computed in the weights' dtype
-(float32) and accumulated over batches in float64.
+backward (`torch.autograd.grad(..., create_graph=True)`); `method="auto"` (default) is double
+backward, by rule: it runs on every network (forward-mode AD does not cover every layer), it
+was ~25 % faster on a 2-core CPU for PreResNet-20 (benchmarks/bench_hessian.py), and a choice
+made by timing would change the last bits of every product on a busy machine. Products are
+computed in the weights' dtype (float32) and accumulated over batches in float64.
 
 BatchNorm (`bn`):
 - "recompute" (default): statistics recomputed at the point (exact, from the train split, or
@@ -177,8 +177,6 @@ class HessianOperator:
         return task_loss(self.task, out, y)
 
     def _batch_hvp(self, w: Tensor, v: Tensor, x: Tensor, y: Tensor) -> Tensor:
-        if self.method == "auto":
-            self.method = _choose_method(self, w, v, x, y)
         if self.method == "jvp":  # forward-over-reverse: jvp of grad (Pearlmutter's R-op)
             grad = torch.func.grad(lambda p: self._loss(p, x, y))
             return torch.func.jvp(grad, (w,), (v,))[1]
@@ -231,34 +229,6 @@ class HessianOperator:
         return 0.5 * (h + h.T)
 
 
-# method="auto": the faster product per (network class, device, dtype, BatchNorm mode),
-# measured once per process (on a 2-core CPU double backward beat forward-over-reverse).
-_CHOSEN: dict[tuple[str, str, torch.dtype, str], str] = {}
-
-
-def _choose_method(op: HessianOperator, w: Tensor, v: Tensor, x: Tensor, y: Tensor) -> str:
-    """The faster of "jvp" and "double" on one batch (each run twice, the second timed);
-    "double" where forward-mode AD fails."""
-    key = (type(op.model).__qualname__, w.device.type, w.dtype, op.bn)
-    if key in _CHOSEN:
-        return _CHOSEN[key]
-    seconds = {}
-    for method in ("jvp", "double"):
-        op.method = method
-        try:
-            for _ in range(2):
-                began = time.perf_counter()
-                op._batch_hvp(w, v, x, y)
-                if w.device.type == "cuda":
-                    torch.cuda.synchronize(w.device)
-                seconds[method] = time.perf_counter() - began
-        except Exception as err:  # a layer without forward-mode AD
-            log.info("forward-over-reverse HVP is not available here (%s)", err)
-    _CHOSEN[key] = min(seconds, key=seconds.get)
-    log.debug("HVP method %s (seconds per batch: %s)", _CHOSEN[key], seconds)
-    return _CHOSEN[key]
-
-
 def hessian_operator(
     model: nn.Module,
     weights: WeightsLike,
@@ -284,8 +254,8 @@ def hessian_operator(
     wd: adds the Hessian of 0.5 * wd * ||w||^2 (wd * I); 0 (default): the data term only.
     bn: "recompute" | "batch" | "fixed" (see the module); bn_samples: the recompute's budget.
     params: "all", "ndim>1" (Li et al.) or a list of parameter names.
-    method: "jvp" (forward-over-reverse), "double" (double backward), or "auto": the faster
-        of the two for this network class and device, timed once per process.
+    method: "jvp" (forward-over-reverse), "double" (double backward), or "auto": double
+        backward (a rule, not a timing: see the module).
     buffers: for bn="fixed", the running statistics to use (default: the model's now).
     """
     if bn not in HESSIAN_BN:
@@ -323,7 +293,7 @@ def hessian_operator(
         task,
         float(wd),
         bn,
-        method,
+        "double" if method == "auto" else method,
         int(batch_size),
         info=info,
     )

@@ -85,18 +85,20 @@ def point_member(
     autocast: str | None = None,
     compile: bool = False,
     split: str = "test",
+    layout: str = "auto",
 ) -> Member:
     """The member of one weight point on `split` of `data` (a `Dataset`): BatchNorm
     statistics of `model` recomputed for `weights` first (parameters only; buffers come
     from `model`); for regression the train split is predicted too when the noise variance
-    is fitted. `autocast`, `compile`: how the forward passes run (see `evaluate_point`)."""
+    is fitted. `autocast`, `compile`, `layout`: how the forward passes run (see
+    `evaluate_point`)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     task = task_of(data)
     run = dict(autocast=autocast, compile=compile)
-    weights = prepare_point(model, weights, data, bn_samples=bn_samples, **run)
-    plan = eval_plan(model, data.train_x, weights, autocast)
-    kw = dict(batch_size=batch_size or plan.batch_size, task=task, **run)
+    weights = prepare_point(model, weights, data, bn_samples=bn_samples, layout=layout, **run)
+    plan = eval_plan(data.train_x, batch_size=batch_size, layout=layout)
+    kw = dict(batch_size=plan.batch_size, task=task, **run)
 
     def outputs(x: Tensor) -> Tensor:
         return predict(model, plan.layout(x), weights, **kw)

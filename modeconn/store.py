@@ -38,6 +38,7 @@ __all__ = [
     "save_result",
     "set_aside",
     "versions",
+    "environment",
 ]
 
 log = logging.getLogger("modeconn")
@@ -56,6 +57,16 @@ def versions() -> dict[str, str]:
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "python": platform.python_version(),
+    }
+
+
+def environment() -> dict[str, Any]:
+    """What, besides the inputs and the versions, fixes a result's last bits on a CPU: the
+    intra-op thread count and the kernel set (ATEN_CPU_CAPABILITY) of the process that wrote
+    it. Recorded in every result sidecar as "environment"."""
+    return {
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 
@@ -78,7 +89,7 @@ def save_result(path: str | Path, arrays: Mapping[str, Any], meta: Mapping[str, 
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
-    sidecar = {**meta, "versions": versions()}
+    sidecar = {**meta, "versions": versions(), "environment": environment()}
     npz, _ = atomic_write_all(
         {
             base.with_suffix(".npz"): write_npz,
@@ -208,7 +219,7 @@ class SavedResult:
     Every field except `meta` goes to the .npz file (numeric or string arrays, scalars as 0-d
     arrays, no pickles; fields that are None are left out and load as None). `meta` goes to the
     JSON sidecar with a "result" key naming the class, and `save_result` adds the library
-    versions. `load` drops those two keys, so `load(save(r)) == r`.
+    versions and the `environment`. `load` drops those three keys, so `load(save(r)) == r`.
     """
 
     result_kind: ClassVar[str] = ""
@@ -240,6 +251,7 @@ class SavedResult:
                 "matching result class"
             )
         meta.pop("versions", None)
+        meta.pop("environment", None)
         return cls._from_arrays(arrays, meta, path)
 
     @classmethod

@@ -36,14 +36,49 @@ def _deterministic():
     torch.manual_seed(1234)
 
 
+def _global_state() -> dict:
+    """Every process-wide torch setting a test could change and leave behind, by name."""
+    return {
+        "grad mode": torch.is_grad_enabled(),
+        "inference mode": torch.is_inference_mode_enabled(),
+        "intra-op threads": torch.get_num_threads(),
+        "default dtype": torch.get_default_dtype(),
+        "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+        "anomaly detection": torch.is_anomaly_enabled(),
+        "float32 matmul precision": torch.get_float32_matmul_precision(),
+        "mkldnn enabled": torch.backends.mkldnn.enabled,
+        "cudnn benchmark": torch.backends.cudnn.benchmark,
+        "cudnn deterministic": torch.backends.cudnn.deterministic,
+        "autocast (cpu)": torch.is_autocast_enabled("cpu"),
+    }
+
+
+_STATE_AT_START = _global_state()
+
+
+def _restore(state: dict) -> None:
+    torch.set_grad_enabled(state["grad mode"])
+    torch.set_num_threads(state["intra-op threads"])
+    torch.set_default_dtype(state["default dtype"])
+    torch.use_deterministic_algorithms(state["deterministic algorithms"])
+    torch.set_anomaly_enabled(state["anomaly detection"])
+    torch.set_float32_matmul_precision(state["float32 matmul precision"])
+    torch.backends.mkldnn.enabled = state["mkldnn enabled"]
+    torch.backends.cudnn.benchmark = state["cudnn benchmark"]
+    torch.backends.cudnn.deterministic = state["cudnn deterministic"]
+
+
 @pytest.fixture(autouse=True)
-def _grad_mode_restored():
-    """Every test leaves autograd as it found it: a leaked no_grad or inference mode (say, from
-    a generator suspended inside one) would silently break the tests that run after it."""
+def _global_state_restored():
+    """Every test leaves the process as it found it: a leaked no_grad or inference mode (say,
+    from a generator suspended inside one), thread count or default dtype would silently
+    change the tests that run after it (results must not depend on what ran before). A leak
+    fails the test that caused it and is undone, so the next test starts clean."""
     yield
-    leaked = not torch.is_grad_enabled() or torch.is_inference_mode_enabled()
-    torch.set_grad_enabled(True)
-    assert not leaked, "this test left gradients off (a no_grad / inference_mode leaked)"
+    now = _global_state()
+    leaked = [f"{k}: {_STATE_AT_START[k]} -> {now[k]}" for k in now if now[k] != _STATE_AT_START[k]]
+    _restore(_STATE_AT_START)
+    assert not leaked, "this test left process-wide state changed: " + "; ".join(leaked)
 
 
 @pytest.fixture(scope="module")

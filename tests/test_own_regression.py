@@ -43,7 +43,6 @@ def save_arrays(path, arrays):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two endpoints, a Bezier curve, its path, plane and a landscape on a .npz file (~10 s)."""
-    torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("own_regression")
     file = save_arrays(tmp / "sine.npz", sine_arrays())
     data = REGRESSION + [f"dataset.path={file}", "dataset.noise_scale=0.2"]

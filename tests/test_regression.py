@@ -12,6 +12,7 @@ from modeconn import Bezier, Line, TrainConfig, build_model, load_dataset
 from modeconn.engine import node_metrics
 from modeconn.ensembles import EnsembleResult, ensembles_along_curve
 from modeconn.evaluation import Metrics, RegressionMetrics, evaluate_point
+from modeconn.execution import fixed_threads
 from modeconn.members import Member, together
 from modeconn.path import PathResult, evaluate_path
 from modeconn.plane import PlaneResult, evaluate_plane_through_curve
@@ -40,17 +41,18 @@ def toy():
 
 @pytest.fixture(scope="module")
 def trained(toy):
-    """Two endpoints (seeds 1, 2) and a quadratic Bezier curve between them (~2 s)."""
-    torch.set_num_threads(1)
-    ends = []
-    for seed in (1, 2):
-        torch.manual_seed(seed)
-        net = mlp()
-        train_endpoint(net, toy, config(seed))
-        ends.append(net)
-    torch.manual_seed(3)
-    curve = Bezier(mlp(), *ends, degree=2)
-    train_curve(curve, toy, config(3, epochs=600))
+    """Two endpoints (seeds 1, 2) and a quadratic Bezier curve between them (~2 s, on one
+    thread: tensors this small run fastest there; the count is restored afterwards)."""
+    with fixed_threads(1):
+        ends = []
+        for seed in (1, 2):
+            torch.manual_seed(seed)
+            net = mlp()
+            train_endpoint(net, toy, config(seed))
+            ends.append(net)
+        torch.manual_seed(3)
+        curve = Bezier(mlp(), *ends, degree=2)
+        train_curve(curve, toy, config(3, epochs=600))
     return curve
 
 

@@ -18,7 +18,8 @@ from test_resume import make_data
 import modeconn.engine.grid
 from modeconn.batched import evaluate_points
 from modeconn.engine import EvalSettings, merge_shards
-from modeconn.evaluation import eval_plan, evaluate, evaluate_point, recompute_bn
+from modeconn.evaluation import evaluate, evaluate_point, recompute_bn
+from modeconn.execution import eval_plan
 from modeconn.store import load_result
 from modeconn.surface import (
     LineResult,
@@ -222,7 +223,7 @@ def test_the_default_engine_is_bit_identical_to_recompute_then_evaluate(digits):
     weights = at(net, 0.4, -0.2, make_directions(net))
     got = evaluate_point(net, weights, digits, batch_size=64)
     recompute_bn(net, digits.train_x, weights, batch_size=128)
-    plan = eval_plan(net, digits.train_x, weights)
+    plan = eval_plan(digits.train_x)
     ref = evaluate(net, plan.layout(digits.test_x), digits.test_y, weights, batch_size=64)
     assert got["test"].nll == ref.nll and got["test"].error == ref.error
 

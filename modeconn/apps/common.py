@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import re
@@ -13,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from modeconn.apps.cli import check_options
 from modeconn.data import Dataset, dataset_names, load_dataset
+from modeconn.execution import fixed_threads
 from modeconn.training import TrainConfig
 
 
@@ -36,6 +38,20 @@ log = logging.getLogger("modeconn")
 def plain(cfg: Any) -> Any:
     """A DictConfig/ListConfig as plain Python containers (lists, dicts)."""
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def app_run(run):
+    """An app's `run(cfg)`, computing on the thread count the process started with
+    (`fixed_threads`: OMP_NUM_THREADS, else torch's default for the machine) whatever an
+    earlier call in the process set, and restoring that count on return: a test or notebook
+    cell that changed it cannot change the app's numbers."""
+
+    @functools.wraps(run)
+    def wrapped(cfg: DictConfig) -> Any:
+        with fixed_threads():
+            return run(cfg)
+
+    return wrapped
 
 
 def pick_device(name: str) -> torch.device:

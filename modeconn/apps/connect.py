@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from modeconn.apps.common import (
     CONFIG_PATH,
+    app_run,
     dataset_from,
     finish_distributed,
     init_distributed,
@@ -47,6 +48,7 @@ def curve_path(cfg: DictConfig) -> Path:
     return Path("checkpoints") / name
 
 
+@app_run
 def run(cfg: DictConfig) -> dict:
     """Train (or resume) the curve the config describes; returns its path and t=0.5 metrics.
 

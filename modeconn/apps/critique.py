@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from modeconn.apps.common import (
     CONFIG_PATH,
+    app_run,
     dataset_from,
     engine_settings,
     log,
@@ -62,6 +63,7 @@ def networks(cfg: DictConfig, data) -> dict[str, torch.nn.Module]:
     return nets
 
 
+@app_run
 def run(cfg: DictConfig) -> dict:
     device = pick_device(cfg.device)
     data = dataset_from(cfg.dataset.name, cfg.dataset.root, cfg.dataset.download, device)

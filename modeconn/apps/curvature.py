@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from modeconn.apps.common import (
     CONFIG_PATH,
+    app_run,
     config_directions,
     engine_settings,
     load_point_checkpoint,
@@ -93,6 +94,7 @@ def _point(cfg, hessian, net, curve, data, out, name, job, model_name):
     return results
 
 
+@app_run
 def run(cfg: DictConfig):
     if cfg.where not in WHERE:
         raise ValueError(f"where must be one of {', '.join(WHERE)}, got {cfg.where!r}")

@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from modeconn.apps import connect, ensemble, evaluate, plane, train
-from modeconn.apps.common import CONFIG_PATH, run_app
+from modeconn.apps.common import CONFIG_PATH, app_run, run_app
 
 
 def _stage(cfg: dict) -> DictConfig:
@@ -74,6 +74,7 @@ def summary_table(paths: dict, ens, plane_result, timings: dict[str, float]) -> 
     return "\n".join(rows)
 
 
+@app_run
 def run(cfg: DictConfig) -> dict:
     timings: dict[str, float] = {}
     ckpts, out = Path(cfg.checkpoints), Path(cfg.out)

@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from modeconn.apps.common import (
     CONFIG_PATH,
+    app_run,
     engine_settings,
     load_curve_and_data,
     log,
@@ -20,6 +21,7 @@ from modeconn.plotting import plot_ensembles, save_figure
 from modeconn.weights import fingerprint
 
 
+@app_run
 def run(cfg: DictConfig) -> EnsembleResult:
     curve, data, ckpt = load_curve_and_data(cfg)
     out = out_dir(cfg, cfg.curve_ckpt)
@@ -41,6 +43,7 @@ def run(cfg: DictConfig) -> EnsembleResult:
         progress=cfg.progress,
         autocast=settings.autocast,
         compile=settings.compile,
+        layout=settings.layout,
     )
     job_meta(result, job).save(out / "ensembles")
     save_figure(plot_ensembles(result, model=ckpt.meta.get("model")), out / "ensembles")

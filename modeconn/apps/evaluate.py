@@ -8,6 +8,7 @@ from omegaconf import DictConfig
 
 from modeconn.apps.common import (
     CONFIG_PATH,
+    app_run,
     curve_wd,
     engine_settings,
     load_curve_and_data,
@@ -24,6 +25,7 @@ from modeconn.plotting import plot_path, save_figure
 from modeconn.weights import fingerprint
 
 
+@app_run
 def run(cfg: DictConfig) -> dict[str, PathResult]:
     curve, data, ckpt = load_curve_and_data(cfg)
     out = out_dir(cfg, cfg.curve_ckpt)

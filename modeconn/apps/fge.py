@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from modeconn.apps.common import (
     CONFIG_PATH,
+    app_run,
     dataset_from,
     engine_settings,
     log,
@@ -24,6 +25,7 @@ from modeconn.fge import FGEResult, fge
 from modeconn.plotting import plot_fge, save_figure
 
 
+@app_run
 def run(cfg: DictConfig) -> FGEResult:
     device = pick_device(cfg.device)
     named, data = named_endpoints(cfg, device)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from modeconn.apps.common import (
     CONFIG_PATH,
+    app_run,
     config_directions,
     engine_settings,
     load_point_checkpoint,
@@ -28,6 +29,7 @@ from modeconn.surface import evaluate_line, evaluate_surface
 from modeconn.weights import fingerprint
 
 
+@app_run
 def run(cfg: DictConfig):
     curve, model, ckpt, data = load_point_checkpoint(cfg)
     if curve is not None:  # the directions are scaled to the network at phi(t)

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from modeconn.apps.common import (
     CONFIG_PATH,
+    app_run,
     curve_wd,
     dataset_from,
     engine_settings,
@@ -240,6 +241,7 @@ def _merge_keys(kw: dict) -> dict:
     return {"grid": [gx, gy], "wd": kw["wd"], **kw["settings"].resume_config()}
 
 
+@app_run
 def run(cfg: DictConfig) -> PlaneResult | None:
     """Evaluate the plane the config names (or this process's shard of it, then None), save
     the result and its figure in the output directory; resumes from its partial file."""

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from modeconn.apps.common import (
     CONFIG_PATH,
+    app_run,
     dataset_from,
     dataset_options,
     log,
@@ -87,6 +88,7 @@ def _weights_id(*models) -> str:
     return fingerprint(*(p.detach() for m in models for p in m.parameters()))
 
 
+@app_run
 def run(cfg: DictConfig):
     if cfg.analysis not in ANALYSES:
         raise ValueError(f"analysis must be one of {', '.join(ANALYSES)}, got {cfg.analysis!r}")

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from modeconn.apps.common import (
     CONFIG_PATH,
+    app_run,
     dataset_from,
     dataset_options,
     finish_distributed,
@@ -53,6 +54,7 @@ def trajectory_hooks(cfg: DictConfig, path: Path, target, data, config) -> dict:
     return record_trajectory(path.with_suffix(".trajectory"), target, data, config, every).hooks()
 
 
+@app_run
 def run(cfg: DictConfig) -> dict:
     """Train (or resume) the endpoint the config describes; returns its path and test metrics.
 

@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 
 from modeconn.apps.common import (
     CONFIG_PATH,
+    app_run,
     dataset_from,
     dataset_options,
     engine_settings,
@@ -123,6 +124,7 @@ def _train(cfg, data, device, config: TrainConfig, args: dict, out: Path):
     return model, TrajectoryStore(out / "trajectory")
 
 
+@app_run
 def run(cfg: DictConfig) -> dict:
     if cfg.gallery:
         return gallery(Path(cfg.gallery))

@@ -30,6 +30,7 @@ from modeconn.batched import evaluate_points, resolve_points_per_pass
 from modeconn.engine.settings import EvalSettings
 from modeconn.engine.subset import eval_subset
 from modeconn.evaluation import Metrics, RegressionMetrics, evaluate_point
+from modeconn.execution import eval_plan
 from modeconn.interrupt import grid_saved, save_on_interrupt
 from modeconn.store import PartialGrid, UnreadableResult, load_result
 from modeconn.tasks import CLASSIFICATION, gaussian_nll, metric_names, noise_variance, task_of
@@ -98,10 +99,11 @@ def points_metrics(
         bn=settings.bn,
     )
     if points_per_pass == 1:
+        one = dict(compile=settings.compile, layout=settings.layout)
         return [
             node_metrics(
                 p,
-                evaluate_point(model, space.unflatten(p), data, compile=settings.compile, **kw),
+                evaluate_point(model, space.unflatten(p), data, **one, **kw),
                 wd,
                 noise,
             )
@@ -268,6 +270,11 @@ def evaluate_grid(
     seconds = time.perf_counter() - begin
     meta = {
         "engine": settings.meta(),
+        # what the engine ran: by rule from the settings and the data (`eval_plan`); a GPU's
+        # points_per_pass="auto" is the one choice made by timing, recorded here to pin it
+        "plan": eval_plan(
+            data.train_x, batch_size=settings.batch_size, layout=settings.layout
+        ).meta(),
         "points_per_pass": per_pass,
         "seconds": seconds,
         "seconds_per_point": seconds / max(len(todo), 1),

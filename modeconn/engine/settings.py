@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from modeconn.execution import autocast_dtype, autocast_name
+from modeconn.execution import autocast_dtype, autocast_name, check_layout
 
 AUTO = "auto"
 
@@ -35,7 +35,11 @@ class EvalSettings:
     bn_samples: train samples for the BatchNorm statistics at each point (None: all).
     bn_exact: True (default) merges exact means and variances over all samples; False is the
         2018 reference's estimator (batch-size-weighted average of batch variances).
-    batch_size: evaluation batch (None: the fastest, timed once per network).
+    batch_size: evaluation batch (None: `eval_plan`'s rule: 128 for images on a CPU, else
+        1024). It changes no number in eager evaluation; compiled, each size is a graph.
+    layout: "auto" (channels_last for images of 16x16 or more), "contiguous" or
+        "channels_last": the inputs' memory layout, chosen by rule, never by timing; it
+        changes the last bits of convolutions.
     points_per_pass: points per vmap'd pass, an int >= 1 or "auto" (1 on a CPU).
     compile: run the network through torch.compile.
     autocast: "bfloat16" / "float16" forward passes, or None (full precision).
@@ -57,11 +61,13 @@ class EvalSettings:
     eval_samples: int | tuple[int | None, int | None] | None = None
     eval_seed: int = 0
     bn: str = "recompute"
+    layout: str = "auto"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "bn_samples", _positive_or_none("bn_samples", self.bn_samples))
         set_(self, "batch_size", _positive_or_none("batch_size", self.batch_size))
+        check_layout(self.layout)
         from modeconn.batched import check_points_per_pass
 
         set_(self, "points_per_pass", check_points_per_pass(self.points_per_pass))
@@ -131,6 +137,8 @@ class EvalSettings:
             out["eval_seed"] = self.eval_seed
         if self.bn != "recompute":
             out["bn"] = self.bn
+        if self.layout != "auto":
+            out["layout"] = self.layout
         return out
 
 
