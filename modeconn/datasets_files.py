@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from modeconn.messages import a_or_an
 from modeconn.tasks import CLASSIFICATION, REGRESSION, TASKS
 
 if TYPE_CHECKING:
@@ -184,7 +185,7 @@ def _read_tensor_file(file: Path) -> dict[str, object]:
         ) from None
     if not isinstance(payload, dict):
         raise ValueError(
-            f"'{file}' holds a {type(payload).__name__}, not a dict with "
+            f"'{file}' holds {a_or_an(type(payload).__name__)}, not a dict with "
             f"{', '.join(TENSOR_KEYS)}; save one with torch.save({{...}}, path)"
         )
     return {str(k): v for k, v in payload.items()}

@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,6 +153,7 @@ class HessianOperator:
     hvps: int = 0
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    on_product: Callable[[], None] | None = None  # called after each product (progress bars)
 
     @property
     def size(self) -> int:
@@ -204,6 +205,8 @@ class HessianOperator:
             out += self.wd * v.detach().to(out.device, torch.float64)
         self.hvps += 1
         self.seconds += time.perf_counter() - began
+        if self.on_product is not None:
+            self.on_product()
         return out
 
     def gradient(self) -> Tensor:
@@ -297,3 +300,21 @@ def hessian_operator(
         int(batch_size),
         info=info,
     )
+
+
+@contextlib.contextmanager
+def products_shown(op: HessianOperator, desc: str, total: int, show: bool = True) -> Iterator[None]:
+    """A progress bar of `op`'s Hessian-vector products while the block runs (`total`: the
+    most it may take; estimators that converge stop short of it). `show=False`: none."""
+    if not show:
+        yield
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="HVP", leave=False)
+    before, op.on_product = op.on_product, lambda: bar.update(1)
+    try:
+        yield
+    finally:
+        op.on_product = before
+        bar.close()

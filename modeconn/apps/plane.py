@@ -165,7 +165,11 @@ def _points_source(cfg: DictConfig) -> PlaneSource:
     paths = _point_paths(cfg)
     device = pick_device(cfg.device)
     named, data = named_endpoints(cfg, device)
-    loaded = [load_endpoint(p, meta=named) for p in paths]
+    hint = (
+        "Pass three endpoint checkpoints (points=[a.pt,b.pt,c.pt]); a plane through a curve "
+        "takes curve_ckpt=... instead."
+    )
+    loaded = [load_endpoint(p, meta=named, hint=hint) for p in paths]
     ckpts = [ckpt for _, ckpt in loaded]
     _check_one_architecture(paths, ckpts)
     models = [model.to(device) for model, _ in loaded]
