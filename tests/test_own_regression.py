@@ -169,6 +169,10 @@ def test_the_train_app_refuses_an_unknown_task_in_one_line(tmp_path):
 # --------------------------------------------------------------------------- the apps
 
 
+# An outcome of training. Measured: train mse 0.090 and 0.153 against half the targets' variance,
+# 0.264 (1.7x room on the worse endpoint); 30 epochs of this small MLP are not chaotic: other
+# kernel sets or the initial weights' last bits flipped move the mse by < 1e-7, the room is 0.11
+@pytest.mark.outcome
 def test_trained_endpoints_fit_better_than_the_mean_target(runs):
     variance = float(np.var(sine_arrays()["train_y"]))
     assert all(score["train"]["mse"] < 0.5 * variance for score in runs["scores"])

@@ -253,8 +253,13 @@ def test_plot_functions_draws_one_function_per_t_beside_the_plane(trained, toy):
 
 
 # --------------------------------------------------------------------------- acceptance
+# Outcomes of training, each with room that no last-bit difference between CPUs or kernel sets
+# can cross (the range measured over this host's run, the AVX2 and SSE kernel sets' and three
+# with the initial weights' last bits flipped: the ratios move by 5 % at most).
 
 
+# measured: 121-122 against 5 (24x room)
+@pytest.mark.outcome
 def test_straight_line_max_train_mse_is_at_least_5x_the_curves(paths):
     curve_path, line_path = paths
     ratio = line_path.train_mse.max() / curve_path.train_mse.max()
@@ -262,6 +267,8 @@ def test_straight_line_max_train_mse_is_at_least_5x_the_curves(paths):
     assert ratio >= 5
 
 
+# measured: 5.4-5.6 against 1 (5x room)
+@pytest.mark.outcome
 def test_functions_along_the_curve_differ_more_in_the_gap_than_on_the_data(trained, toy):
     gap = np.linspace(-0.5, 0.5, 101)
     on_data = toy.train_x.numpy().ravel()

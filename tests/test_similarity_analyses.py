@@ -44,6 +44,13 @@ def trained(data):
     return model, states, fractions, digits
 
 
+# Outcomes of training below: each has room that no last-bit difference between CPUs or kernel
+# sets can cross (measured here; 10 epochs on 600 digits are not chaotic: other kernel sets or
+# the initial weights' last bits flipped move every similarity by < 1e-6).
+
+
+# measured (baseline): shuffled pairs 0.004-0.034 against 0.5 (15x room)
+@pytest.mark.outcome
 def test_a_network_against_itself_is_one_on_the_diagonal(trained):
     model, _, _, digits = trained
     result = compare_networks(model, model, digits, samples=200, baseline=2)
@@ -58,6 +65,9 @@ def test_snapshots_are_taken_at_the_asked_fractions_of_training(trained):
     assert not torch.equal(states[0]["fc_part.0.weight"], states[-1]["fc_part.0.weight"])
 
 
+# measured: at 40 % the first layer's similarity 0.982, the last hidden layer's 0.900: 5.6x
+# further from its final self, a gap of 0.08
+@pytest.mark.outcome
 def test_over_training_shows_bottom_up_convergence_on_digits(trained):
     model, states, fractions, digits = trained
     result = over_training(model, states, digits, fractions)
@@ -80,6 +90,8 @@ def test_over_training_takes_flat_weight_points_as_well_as_state_dicts(trained):
     np.testing.assert_allclose(a.values, b.values, atol=1e-9)
 
 
+# measured: all 10 classes grow (by 0.43-0.77) against the asked 8 of 10
+@pytest.mark.outcome
 def test_class_wise_similarity_grows_towards_the_output(trained):
     model, _, _, digits = trained
     result = class_wise(model, digits, split="train")

@@ -46,12 +46,23 @@ def test_lr_schedule_follows_the_paper():
     assert lr_schedule(1.0, 0.95) == lr_schedule(1.0, 1.0) == 0.01
 
 
+# Outcomes of training, each with room that no last-bit difference between CPUs or kernel sets
+# can cross. 20 epochs on digits are chaotic: the AVX2 or SSE kernel sets, or the initial
+# weights' last bits flipped, give another network; the values are the range over six such.
+
+
+# measured: train error 0-0.14 % against 2 %; test error 0.8-2.5 % (3-9 of 360 images)
+# against 6 %: 2.4x room, 12 images above the worst run
+@pytest.mark.outcome
 def test_endpoint_training_fits_digits(digits, endpoints):
     scores = evaluate_point(endpoints[0], None, digits)
     assert scores["train"].error < 2.0
     assert scores["test"].error < 6.0
 
 
+# measured (train nll at t = 0.5): line 2.5-2.9 against 0.5 (5x room); the line's over the
+# curve's (0.060-0.076) 38-43 against 5 (7x room)
+@pytest.mark.outcome
 def test_trained_bezier_is_far_below_the_line_at_midpoint(digits, endpoints):
     """The headline effect: the straight line has a barrier, the trained curve does not."""
     a, b = endpoints
@@ -189,6 +200,9 @@ def test_invalid_train_config_is_rejected(field, value):
         TrainConfig(**{field: value})
 
 
+# measured: the train error falls 34 points against the asked 20 (70 of 512 images of room);
+# 4 epochs are not chaotic here: other kernel sets or flipped last bits move the loss by < 1e-7
+@pytest.mark.outcome
 def test_adam_trains_other_weights_than_sgd_and_learns(digits):
     data = digits.subset(train=512, test=128)
     runs = {}

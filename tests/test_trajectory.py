@@ -228,6 +228,9 @@ def test_a_half_written_row_is_dropped_on_open(tmp_path):
 # --------------------------------------------------------------------------- loss under the path
 
 
+# Two of its bounds are outcomes of training. Measured: coordinates up to 1.98 against the
+# span's 30 (15x room); the plane's loss off the truth by up to 0.15 against 1e-4
+@pytest.mark.outcome
 def test_evaluate_trajectory_reports_true_and_contour_loss_at_every_point(tmp_path, spiral):
     net = _mlp(hidden=16)
     cfg = TrainConfig(epochs=6, lr=0.05, batch_size=50, progress=False)
