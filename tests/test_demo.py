@@ -26,8 +26,10 @@ def demo_run(tmp_path_factory):
 
 
 # Outcomes of training, each with room that no last-bit difference between CPUs, kernel sets
-# or torch builds can cross (measured here: the ratio 41x, the curve's worst test error 4.4 %
-# against the line's 92 %, the best ensemble's nll 0.70x w1's); one test image is 0.28 points.
+# or torch builds can cross. Measured under three kernel sets (AVX-512, AVX2, default), where
+# the networks come out different: the line/curve max train loss ratio 20.3-21.9 (nll 39-41),
+# the curve's worst test error 3.3-4.4 % against the line's 92.2 %, the best ensemble's test
+# nll 0.74-0.83 of w1's. One test image is 0.28 points.
 
 
 @pytest.mark.outcome
@@ -51,10 +53,10 @@ def test_curve_worst_test_error_stays_within_ten_points_of_the_worse_endpoint(de
 
 @pytest.mark.outcome
 def test_an_ensemble_along_the_curve_beats_w1_alone_in_test_nll(demo_run):
-    """Some {w1, phi(t)} with 0 < t < 1 has a test nll at most 0.9 of w1's (the midpoint
+    """Some {w1, phi(t)} with 0 < t < 1 has a test nll at most 0.95 of w1's (the midpoint
     itself need not: phi(0.5) is the worst member, and its pair's gain is a few images)."""
     ens = demo_run[0]["ensembles"]
-    assert ens.ensemble_nll[1:-1].min() <= 0.9 * ens.start_nll
+    assert ens.ensemble_nll[1:-1].min() <= 0.95 * ens.start_nll
 
 
 def test_demo_writes_results_readable_without_modeconn(demo_run):
