@@ -35,6 +35,8 @@ def _demo(tmp: Path) -> dict[str, np.ndarray]:
             "path_points=11",
             "plane_grid=[4,3]",
             "ensemble_points=5",
+            "endpoint_optim.epochs=10",  # enough for chaos: a last bit grows into another net
+            "curve_optim.epochs=10",
             "progress=false",
         ],
     )
