@@ -109,3 +109,20 @@ def test_fge_app_runs_from_a_demo_endpoint(demo_run):
     )
     result = fge.run(cfg)
     assert len(result.snapshot_epochs) == 2 and (tmp / "fge" / "fge.png").exists()
+
+
+def test_fge_app_refuses_another_configurations_result_and_replaces_a_damaged_one(
+    demo_run, caplog
+):
+    tmp = demo_run[1]
+    common = [f"start={tmp / 'ckpt' / 'digits-seed1.pt'}", f"out={tmp / 'fge'}", "cycle=2"]
+    fge.run(compose_app("fge", [*common, "cycles=2", "progress=false"]))  # finished: reused
+    with pytest.raises(ValueError, match=r"another configuration \(differing: cycles\)"):
+        fge.run(compose_app("fge", [*common, "cycles=3", "progress=false"]))
+    result = tmp / "fge" / "fge.npz"
+    result.write_bytes(result.read_bytes()[:100])  # cut short on disk
+    with caplog.at_level("WARNING", logger="modeconn"):
+        again = fge.run(compose_app("fge", [*common, "cycles=2", "progress=false"]))
+    assert len(again.snapshot_epochs) == 2
+    assert any("replacing a damaged finished result" in r.getMessage() for r in caplog.records)
+    assert (tmp / "fge" / "fge.npz.corrupt").exists()

@@ -20,9 +20,11 @@ from modeconn.apps.common import (
     pick_device,
     run_app,
 )
+from modeconn.apps.outputs import guard_result, job_meta
 from modeconn.checkpoints import load_endpoint
 from modeconn.fge import FGEResult, fge
 from modeconn.plotting import plot_fge, save_figure
+from modeconn.weights import fingerprint
 
 
 @app_run
@@ -36,6 +38,13 @@ def run(cfg: DictConfig) -> FGEResult:
         options = ckpt.meta.get("dataset_args") or {}
         data = dataset_from(ckpt.meta["dataset"], root, False, device, **options)
     out = out_dir(cfg, cfg.start)
+    options = ("cycles", "cycle", "lr1", "lr2", "wd", "momentum", "batch_size", "augment", "seed")
+    job = {
+        "start": fingerprint(*[p.detach() for p in model.parameters()]),
+        **{k: cfg[k] for k in options},
+        "bn_samples": engine_settings(cfg).bn_samples,
+    }
+    guard_result(out / "fge", job, cfg.get("overwrite", False))
     result = fge(
         model.to(device),
         data,
@@ -52,7 +61,7 @@ def run(cfg: DictConfig) -> FGEResult:
         progress=cfg.progress,
         checkpoint=cfg.checkpoint or out / "fge-run.pt",
     )
-    result.save(out / "fge")
+    job_meta(result, job).save(out / "fge")
     save_figure(plot_fge(result, model=ckpt.meta.get("model")), out / "fge")
     score = "error" if result.task == "classification" else "mse"  # the task's test score
     log.info(
