@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_eval import grid_points  # noqa: E402
 from common import WORKLOADS, as_dataset, report, timed  # noqa: E402
 
-from modeconn.batched import evaluate_points, resolve_points_per_pass  # noqa: E402
-from modeconn.evaluation import evaluate_point  # noqa: E402
-from modeconn.execution import eval_plan  # noqa: E402
-from modeconn.weights import WeightSpace  # noqa: E402
+from modeconn.curves.weights import WeightSpace  # noqa: E402
+from modeconn.engine.batched import evaluate_points, resolve_points_per_pass  # noqa: E402
+from modeconn.engine.execution import eval_plan  # noqa: E402
+from modeconn.engine.point import evaluate_point  # noqa: E402
 
 # (points, train samples, test samples) where the CPU would take too long on the full workload
 CPU_SIZES = {"CIFAR-shaped PreResNet-20": (8, 1000, 500), "digits ConvFC": (24, None, None)}

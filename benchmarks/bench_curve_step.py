@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import WORKLOADS, as_dataset, report  # noqa: E402
 
-from modeconn.curves import Bezier  # noqa: E402
+from modeconn.curves.family import Bezier  # noqa: E402
 from modeconn.training import curve_step_loss  # noqa: E402
 
 COLD_BYTES = 256 * 2**20  # more than the last-level cache of a CPU or GPU

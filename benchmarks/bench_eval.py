@@ -39,11 +39,11 @@ from common import (  # noqa: E402
     timed,
 )
 
-from modeconn.batched import evaluate_points, resolve_points_per_pass  # noqa: E402
-from modeconn.evaluation import batchnorm_layers, evaluate_point  # noqa: E402
-from modeconn.execution import eval_plan  # noqa: E402
+from modeconn.curves.weights import WeightSpace  # noqa: E402
+from modeconn.engine.batched import evaluate_points, resolve_points_per_pass  # noqa: E402
+from modeconn.engine.execution import eval_plan  # noqa: E402
+from modeconn.engine.point import batchnorm_layers, evaluate_point  # noqa: E402
 from modeconn.plane import Plane  # noqa: E402
-from modeconn.weights import WeightSpace  # noqa: E402
 
 
 def grid_points(make_model, n: int) -> tuple[torch.nn.Module, list[torch.Tensor]]:

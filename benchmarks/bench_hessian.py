@@ -3,7 +3,7 @@ et al.'s eigsh procedure, side by side in one run, on PreResNet-20 with CIFAR-sh
 
 Contenders, on the same network, samples and BatchNorm statistics (recomputed once at the
 point; every contender then runs the network in eval mode):
-  - ours: `modeconn.hessian` (Lanczos with full re-orthogonalisation; forward-over-reverse
+  - ours: `modeconn.curvature.hessian` (Lanczos with full re-orthogonalisation; forward-over-reverse
     products averaged over batches; Hutchinson with a standard-error rule);
   - PyHessian 0.1 (`pip install pyhessian==0.1`, benchmark-only): `hessian(..., cuda=False)`
     with a data loader, its `eigenvalues` (power iteration) and `trace`;
@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORKLOADS, as_dataset, machine, timed  # noqa: E402
 from reference_hessian import li_hvp, li_params, min_max_hessian_eigs  # noqa: E402
 
-from modeconn.evaluation import recompute_bn  # noqa: E402
-from modeconn.hessian_hvp import hessian_operator  # noqa: E402
-from modeconn.hessian_lanczos import hutchinson, lanczos  # noqa: E402
+from modeconn.curvature.hvp import hessian_operator  # noqa: E402
+from modeconn.curvature.lanczos import hutchinson, lanczos  # noqa: E402
+from modeconn.engine.point import recompute_bn  # noqa: E402
 
 NAME = "CIFAR-shaped PreResNet-20"
 

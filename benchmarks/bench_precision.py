@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import markdown_table, report, timed  # noqa: E402
 
-from modeconn.curves import Line  # noqa: E402
-from modeconn.data import load_dataset  # noqa: E402
-from modeconn.evaluation import evaluate_point  # noqa: E402
+from modeconn.curves.family import Line  # noqa: E402
+from modeconn.data.catalogue import load_dataset  # noqa: E402
+from modeconn.engine.point import evaluate_point  # noqa: E402
 from modeconn.models import build_model  # noqa: E402
 from modeconn.training import TrainConfig, train_endpoint  # noqa: E402
 

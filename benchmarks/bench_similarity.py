@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, markdown_table  # noqa: E402
 from reference_svcca import pwcca_reference, svcca_tutorial  # noqa: E402
 
-from modeconn.similarity import linear_cka, minibatch_cka, pwcca, svcca  # noqa: E402
-from modeconn.similarity_cca import Moments, principal  # noqa: E402
+from modeconn.similarity.cca import Moments, principal  # noqa: E402
+from modeconn.similarity.measures import linear_cka, minibatch_cka, pwcca, svcca  # noqa: E402
 
 
 def layer_pair(n: int, features: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,8 +23,8 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
-from modeconn.curves import Bezier  # noqa: E402
-from modeconn.data import load_dataset  # noqa: E402
+from modeconn.curves.family import Bezier  # noqa: E402
+from modeconn.data.catalogue import load_dataset  # noqa: E402
 from modeconn.engine import EvalSettings  # noqa: E402
 from modeconn.models import build_model  # noqa: E402
 from modeconn.plane import evaluate_plane_through_curve  # noqa: E402

@@ -37,10 +37,10 @@ from common import (  # noqa: E402
 from reference import PerSampleImages, loader  # noqa: E402
 from reference_landscape import surface as reference_surface  # noqa: E402
 
-from modeconn.directions import random_direction  # noqa: E402
-from modeconn.evaluation import recompute_bn  # noqa: E402
-from modeconn.surface import evaluate_surface  # noqa: E402
-from modeconn.weights import WeightSpace  # noqa: E402
+from modeconn.curves.weights import WeightSpace  # noqa: E402
+from modeconn.engine.point import recompute_bn  # noqa: E402
+from modeconn.landscape.directions import random_direction  # noqa: E402
+from modeconn.landscape.surface import evaluate_surface  # noqa: E402
 
 GRIDS = {"digits ConvFC": 5, "CIFAR-shaped PreResNet-20": 2}
 

@@ -27,16 +27,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
-from modeconn.data import load_dataset  # noqa: E402
+from modeconn.curves.weights import WeightSpace  # noqa: E402
+from modeconn.data.catalogue import load_dataset  # noqa: E402
+from modeconn.landscape.surface import evaluate_surface  # noqa: E402
 from modeconn.models import build_model  # noqa: E402
-from modeconn.surface import evaluate_surface  # noqa: E402
 from modeconn.training import TrainConfig, train_endpoint  # noqa: E402
-from modeconn.weights import WeightSpace  # noqa: E402
 
 
 def filter_normalised(model: torch.nn.Module, seed: int) -> torch.Tensor:
     """A Gaussian direction (D,) rescaled per output filter to the weights' filter norms, 1-D
-    tensors zeroed (a stand-in for `modeconn.directions.random_direction`)."""
+    tensors zeroed (a stand-in for `modeconn.landscape.directions.random_direction`)."""
     gen = torch.Generator().manual_seed(seed)
     parts = []
     for _, w in model.named_parameters():

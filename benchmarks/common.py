@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from modeconn.data import Dataset
+from modeconn.data.sets import Dataset
 from modeconn.models import build_model
 
 

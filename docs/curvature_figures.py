@@ -19,9 +19,9 @@ from modeconn import (
     train_curve,
     train_endpoint,
 )
-from modeconn.directions import random_direction
-from modeconn.hessian import HessianSettings
-from modeconn.hessian_maps import curvature_path, curvature_surface
+from modeconn.curvature.hessian import HessianSettings
+from modeconn.curvature.maps import curvature_path, curvature_surface
+from modeconn.landscape.directions import random_direction
 from modeconn.plotting import plot_curvature_map, plot_curvature_path, save_figure
 
 HERE = Path(__file__).resolve().parent

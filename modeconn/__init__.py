@@ -1,14 +1,53 @@
-"""modeconn: mode connectivity and loss-landscape analysis for any PyTorch model."""
+"""modeconn: mode connectivity and loss-landscape analysis for any PyTorch model.
 
-__version__ = "0.1.0"
+The package's chapters are its folders: curves/, data/, models/, io/, engine/, the paper's
+core (path, plane, training), ensembles/, landscape/, trajectory/, curvature/, similarity/,
+plotting/ and apps/. Each subpackage exports its public names; this module re-exports the
+API.
+"""
 
-from modeconn.activations import collect_activations, network_at, stream_activations  # noqa: E402
-from modeconn.batched import (  # noqa: E402
+from modeconn._version import __version__  # noqa: F401
+from modeconn.curvature import (
+    CurvaturePath,
+    CurvatureSurface,
+    HessianExtremes,
+    HessianSettings,
+    HessianTrace,
+    SpectralDensity,
+    curvature_path,
+    curvature_surface,
+    directional_curvature,
+    hessian_density,
+    hessian_extremes,
+    hessian_trace,
+)
+from modeconn.curves import CURVES, Bezier, Curve, Line, PolyChain, WeightSpace, build_curve
+from modeconn.data import Dataset, dataset_names, load_dataset
+from modeconn.engine import (
+    EvalSettings,
+    Metrics,
     choose_points_per_pass,
+    eval_plan,
+    evaluate,
+    evaluate_grid,
+    evaluate_point,
     evaluate_points,
+    fixed_threads,
+    merge_shards,
+    predict,
+    recompute_bn,
     resolve_points_per_pass,
 )
-from modeconn.checkpoints import (  # noqa: E402
+from modeconn.ensembles import (
+    EnsembleResult,
+    FGEResult,
+    disagreement,
+    ensemble_log_probs,
+    ensembles_along_curve,
+    fge,
+    kl_divergence,
+)
+from modeconn.io import (
     Checkpoint,
     endpoint_meta,
     load_checkpoint,
@@ -16,9 +55,12 @@ from modeconn.checkpoints import (  # noqa: E402
     load_endpoint,
     save_checkpoint,
 )
-from modeconn.curves import CURVES, Bezier, Curve, Line, PolyChain, build_curve  # noqa: E402
-from modeconn.data import Dataset, dataset_names, load_dataset  # noqa: E402
-from modeconn.directions import (  # noqa: E402
+from modeconn.landscape import (
+    LineResult,
+    SurfaceResult,
+    evaluate_interpolation,
+    evaluate_line,
+    evaluate_surface,
     orthonormal_pair,
     principal_directions,
     qr_directions,
@@ -27,89 +69,42 @@ from modeconn.directions import (  # noqa: E402
     target_direction,
     zca_directions,
 )
-from modeconn.engine import EvalSettings, evaluate_grid, merge_shards  # noqa: E402
-from modeconn.ensembles import (  # noqa: E402
-    EnsembleResult,
-    disagreement,
-    ensemble_log_probs,
-    ensembles_along_curve,
-    kl_divergence,
-)
-from modeconn.evaluation import (  # noqa: E402
-    Metrics,
-    evaluate,
-    evaluate_point,
-    predict,
-    recompute_bn,
-)
-from modeconn.execution import eval_plan, fixed_threads  # noqa: E402
-from modeconn.fge import FGEResult, fge  # noqa: E402
-from modeconn.hessian import (  # noqa: E402
-    HessianExtremes,
-    HessianSettings,
-    HessianTrace,
-    directional_curvature,
-    hessian_density,
-    hessian_extremes,
-    hessian_trace,
-)
-from modeconn.hessian_density import SpectralDensity  # noqa: E402
-from modeconn.hessian_maps import (  # noqa: E402
-    CurvaturePath,
-    CurvatureSurface,
-    curvature_path,
-    curvature_surface,
-)
-from modeconn.models import build_model, model_names  # noqa: E402
-from modeconn.path import PathResult, barrier, evaluate_path  # noqa: E402
-from modeconn.plane import (  # noqa: E402
-    Plane,
-    PlaneResult,
-    evaluate_plane,
-    evaluate_plane_through_curve,
-)
-from modeconn.representations import (  # noqa: E402
-    SimilarityResult,
-    along_curve,
-    class_wise,
-    compare_networks,
-    over_training,
-    training_snapshots,
-)
-from modeconn.similarity import (  # noqa: E402
+from modeconn.models import build_model, model_names
+from modeconn.path import PathResult, barrier, evaluate_path
+from modeconn.plane import Plane, PlaneResult, evaluate_plane, evaluate_plane_through_curve
+from modeconn.similarity import (
     MinibatchCKA,
     Moments,
+    SimilarityResult,
     SimilarityWarning,
+    along_curve,
     cca,
+    class_wise,
+    collect_activations,
+    compare_networks,
     debiased_cka,
     linear_cka,
     minibatch_cka,
+    network_at,
+    over_training,
     permutation_baseline,
     pwcca,
     rbf_cka,
+    stream_activations,
     svcca,
+    training_snapshots,
 )
-from modeconn.surface import (  # noqa: E402
-    LineResult,
-    SurfaceResult,
-    evaluate_interpolation,
-    evaluate_line,
-    evaluate_surface,
-)
-from modeconn.training import TrainConfig, lr_schedule, train_curve, train_endpoint  # noqa: E402
-from modeconn.trajectory import (  # noqa: E402
+from modeconn.training import TrainConfig, lr_schedule, train_curve, train_endpoint
+from modeconn.trajectory import (
+    TrajectoryRecorder,
     TrajectoryResult,
+    TrajectoryStore,
     evaluate_trajectory,
     fixed_directions,
     pca_directions,
     project,
-)
-from modeconn.trajectory_store import (  # noqa: E402
-    TrajectoryRecorder,
-    TrajectoryStore,
     record_trajectory,
 )
-from modeconn.weights import WeightSpace  # noqa: E402
 
 __all__ = [
     "MinibatchCKA",

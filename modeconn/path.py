@@ -7,7 +7,7 @@ metrics). The loss reported is the paper's training objective,
     loss(t) = nll(t) + 0.5 * wd * ||phi(t)||^2,
 
 on both splits, next to the plain nll and the error (%); for a regression data set the data
-term is the mse, next to a Gaussian nll (`modeconn.tasks`). The Euclidean distances between
+term is the mse, next to a Gaussian nll (`modeconn.data.tasks`). The Euclidean distances between
 consecutive points give the arc length that weights the "integral over the curve" summaries.
 """
 
@@ -22,7 +22,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from modeconn.curves import Curve, curve_args
+from modeconn.curves.family import Curve, curve_args
+from modeconn.curves.weights import WeightSpace, fingerprint
+from modeconn.data.tasks import CLASSIFICATION, MetricColumns, barrier_metrics, task_of
 from modeconn.engine import (
     METRICS,  # noqa: F401 (the classification metrics, imported from here by users)
     EvalSettings,
@@ -30,9 +32,7 @@ from modeconn.engine import (
     finite_stats,
     resolve_settings,
 )
-from modeconn.store import PartialGrid, SavedResult, plain_meta
-from modeconn.tasks import CLASSIFICATION, MetricColumns, barrier_metrics, task_of
-from modeconn.weights import WeightSpace, fingerprint
+from modeconn.io.store import PartialGrid, SavedResult, plain_meta
 
 # Barrier definitions in use (both on the same sampled profile L(t)):
 BARRIERS = {
@@ -103,7 +103,7 @@ def weighted_mean(values: np.ndarray, lengths: np.ndarray, ts: np.ndarray) -> fl
 class PathResult(MetricColumns, SavedResult):
     """Metrics at T points along a curve; each metric is a (T,) float64 array.
 
-    The metrics are the data set's task's (`modeconn.tasks.metric_names`), read as
+    The metrics are the data set's task's (`modeconn.data.tasks.metric_names`), read as
     attributes: classification train_loss, train_nll, train_error, test_loss, test_nll,
     test_error; regression train_loss, train_mse, train_nll, test_loss, test_mse, test_nll.
     `*_loss` add the weight-decay term 0.5 * wd * ||phi(t)||^2 to the data term (the nll, or
@@ -235,7 +235,7 @@ def evaluate_path(
     **engine: Any,
 ) -> PathResult | None:
     """Train/test loss, nll and error (%) at each t along `curve` (any `Curve`, a `Line` too);
-    for a regression data set loss, mse and Gaussian nll (`modeconn.tasks`).
+    for a regression data set loss, mse and Gaussian nll (`modeconn.data.tasks`).
 
     ts: number of equally spaced points on [0, 1] (endpoints included), or the t values.
     wd: weight decay of the reported loss, nll + 0.5 * wd * ||phi(t)||^2 (5e-4 as in the paper;

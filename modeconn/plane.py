@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from modeconn.curves import Curve, curve_args
+from modeconn.curves.family import Curve, curve_args
+from modeconn.curves.weights import WeightSpace, fingerprint
+from modeconn.data.tasks import CLASSIFICATION, MetricColumns, task_of
 from modeconn.engine import EvalSettings, evaluate_grid, finite_stats, resolve_settings
-from modeconn.store import PartialGrid, SavedResult, plain_meta
-from modeconn.tasks import CLASSIFICATION, MetricColumns, task_of
-from modeconn.weights import WeightSpace, fingerprint
+from modeconn.io.store import PartialGrid, SavedResult, plain_meta
 
 PointLike = Tensor | Mapping[str, Tensor] | nn.Module
 
@@ -198,7 +198,7 @@ class Plane:
 class PlaneResult(MetricColumns, SavedResult):
     """Metrics on a Gx x Gy grid over a plane: metric[i, j] is at (x[i], y[j]).
 
-    The metrics are the data set's task's (`modeconn.tasks.metric_names`), read as
+    The metrics are the data set's task's (`modeconn.data.tasks.metric_names`), read as
     attributes (`result.train_loss`, `result.test_error` or `result.test_mse`). Losses
     include 0.5 * wd * ||w||^2; errors are in percent. anchors (K, 2): coordinates of
     start, end and the bend(s), named by anchor_names. curve_xy (T, 2): projection of points
@@ -320,7 +320,7 @@ def evaluate_plane(
     **engine: Any,
 ) -> PlaneResult | None:
     """Train/test loss, nll and error (%) at every node of a grid over `plane` (loss, mse
-    and Gaussian nll for a regression data set: `modeconn.tasks`).
+    and Gaussian nll for a regression data set: `modeconn.data.tasks`).
 
     The grid spans the bounding box of the anchors (the curve's control points if `curve` is
     given, else `plane.anchors`), widened by margin * range on each side; margin is one number

@@ -24,17 +24,17 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from modeconn.checkpoints import resume_checkpoint, save_checkpoint
-from modeconn.curves import Curve, curve_args
-from modeconn.interrupt import save_on_interrupt
-from modeconn.run_state import (
+from modeconn.curves.family import Curve, curve_args
+from modeconn.data.tasks import CLASSIFICATION, batch_score, task_loss, task_of
+from modeconn.io.checkpoints import resume_checkpoint, save_checkpoint
+from modeconn.io.interrupt import save_on_interrupt
+from modeconn.io.run_state import (
     RESUME_KEYS,
     check_finite_params,
     check_resumable,
     rng_state,
     set_rng_state,
 )
-from modeconn.tasks import CLASSIFICATION, batch_score, task_loss, task_of
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -117,7 +117,7 @@ def fit(
     `step_callbacks(step, loss)` run at every batch after its forward pass and before the
     optimizer step: `step` optimizer steps are done (0 at the very first batch of a fresh
     run), so the weights are still those the batch loss `loss` was computed on (a
-    trajectory recorder's snapshot, `modeconn.trajectory`).
+    trajectory recorder's snapshot, `modeconn.trajectory.pca`).
     """
     if lr_fn is None:
         lr_fn = lambda e: lr_schedule(config.lr, e / config.epochs)  # noqa: E731
@@ -307,7 +307,7 @@ def train_endpoint(
     step_callbacks: Sequence[Callable[[int, float], None]] = (),
 ) -> TrainResult:
     """Train a network with SGD on the task's loss (cross-entropy; mse for a regression data
-    set: `modeconn.tasks.task_loss`), weight decay `config.wd` in the optimizer.
+    set: `modeconn.data.tasks.task_loss`), weight decay `config.wd` in the optimizer.
 
     `meta` (model name/arguments, data set, ...) goes into the checkpoint; a checkpoint that
     exists at `checkpoint` is resumed (or returned at once if finished). `callbacks` run
@@ -346,7 +346,7 @@ def curve_step_loss(
     task: str = CLASSIFICATION,
 ) -> tuple[Tensor, Tensor]:
     """Loss of one curve step at t: CE(phi(t)) + 0.5 * wd * ||phi(t)||^2, and the logits
-    (for a regression `task`, MSE(phi(t)) instead of CE: `modeconn.tasks.task_loss`).
+    (for a regression `task`, MSE(phi(t)) instead of CE: `modeconn.data.tasks.task_loss`).
 
     The regulariser's gradient, wd * phi(t), is folded into phi's backward pass
     (`Curve.train_output`); its value is added here as a constant. `forward`: the module

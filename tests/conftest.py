@@ -4,8 +4,8 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from modeconn.apps.common import CONFIG_PATH
-from modeconn.curves import Bezier
-from modeconn.data import load_dataset
+from modeconn.curves.family import Bezier
+from modeconn.data.catalogue import load_dataset
 
 
 class TinyNet(nn.Module):

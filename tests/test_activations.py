@@ -5,16 +5,16 @@ import torch
 from conftest import TinyNet
 from torch import nn
 
-from modeconn.activations import (
+from modeconn.curves.weights import WeightSpace
+from modeconn.models import build_model
+from modeconn.similarity.activations import (
     collect_activations,
     features,
     network_at,
     select_layers,
     stream_activations,
 )
-from modeconn.models import build_model
-from modeconn.similarity import linear_cka, svcca
-from modeconn.weights import WeightSpace
+from modeconn.similarity.measures import linear_cka, svcca
 
 
 def _convfc():
@@ -122,7 +122,7 @@ def test_positions_give_channels_as_features_for_cca():
 
 
 def test_interleaved_activation_streams_leave_gradients_on():
-    from modeconn.activations import stream_activations
+    from modeconn.similarity.activations import stream_activations
 
     torch.manual_seed(0)
     nets = [torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()) for _ in range(2)]

@@ -10,7 +10,7 @@ import torch
 from conftest import compose_app
 
 from modeconn.apps import connect, train
-from modeconn.checkpoints import load_checkpoint, load_curve, load_endpoint, save_checkpoint
+from modeconn.io.checkpoints import load_checkpoint, load_curve, load_endpoint, save_checkpoint
 
 TINY = [
     "model.args.widths=[8,16,32]",

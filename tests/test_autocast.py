@@ -7,8 +7,8 @@ import torch
 from conftest import TinyNet
 from test_resume import interrupt_path, make_curve, make_data
 
-from modeconn.batched import evaluate_points
-from modeconn.evaluation import evaluate_point, recompute_bn
+from modeconn.engine.batched import evaluate_points
+from modeconn.engine.point import evaluate_point, recompute_bn
 from modeconn.path import evaluate_path
 
 
@@ -87,7 +87,7 @@ def test_compiled_bfloat16_points_equal_eager_bfloat16_ones(net, data):
 
 
 def test_ensembles_in_bfloat16_stay_close_and_record_their_precision(bezier, data):
-    from modeconn.ensembles import ensembles_along_curve
+    from modeconn.ensembles.along_curve import ensembles_along_curve
 
     full = ensembles_along_curve(bezier, data, ts=3, line=False, progress=False)
     low = ensembles_along_curve(bezier, data, ts=3, line=False, progress=False, autocast="bf16")

@@ -10,17 +10,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import modeconn.batched
+import modeconn.engine.batched
 import modeconn.engine.grid
-from modeconn.batched import (
+from modeconn.curves.weights import WeightSpace
+from modeconn.engine.batched import (
     choose_points_per_pass,
     evaluate_points,
     resolve_points_per_pass,
 )
-from modeconn.evaluation import evaluate_point
+from modeconn.engine.point import evaluate_point
 from modeconn.path import evaluate_path
 from modeconn.plane import Plane, evaluate_plane
-from modeconn.weights import WeightSpace
 
 
 def _points(make, n: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -188,7 +188,7 @@ def test_auto_is_one_point_at_a_time_on_a_cpu_without_timing_anything(data, monk
     def no_timing(*args, **kwargs):
         raise AssertionError("auto must not time anything on a CPU")
 
-    monkeypatch.setattr(modeconn.batched, "choose_points_per_pass", no_timing)
+    monkeypatch.setattr(modeconn.engine.batched, "choose_points_per_pass", no_timing)
     net = TinyNet()
     assert resolve_points_per_pass("auto", net, _weights(net), data) == 1
     assert resolve_points_per_pass(6, net, _weights(net), data) == 6
@@ -201,7 +201,7 @@ def test_auto_times_the_network_on_other_devices(monkeypatch):
         chosen.append(model)
         return 8
 
-    monkeypatch.setattr(modeconn.batched, "choose_points_per_pass", fake_choice)
+    monkeypatch.setattr(modeconn.engine.batched, "choose_points_per_pass", fake_choice)
     on_gpu = SimpleNamespace(train_x=SimpleNamespace(device=torch.device("cuda", 0)))
     net = TinyNet()
     assert resolve_points_per_pass("auto", net, _weights(net), on_gpu) == 8
@@ -218,7 +218,7 @@ def _timed_choice(data, monkeypatch, seconds: dict[int, float]) -> tuple[int, li
             raise torch.OutOfMemoryError("out of memory")
         return seconds[points]
 
-    monkeypatch.setattr(modeconn.batched, "_seconds_per_point", fake_seconds)
+    monkeypatch.setattr(modeconn.engine.batched, "_seconds_per_point", fake_seconds)
     net = TinyNet()
     return choose_points_per_pass(net, _weights(net), data), tried
 
@@ -241,7 +241,7 @@ def test_the_choice_is_timed_once_per_model(data, monkeypatch):
     net = TinyNet()
     first = choose_points_per_pass(net, _weights(net), data, candidates=(1, 2))
     assert first in (1, 2)
-    monkeypatch.setattr(modeconn.batched, "_seconds_per_point", None)  # would fail if called
+    monkeypatch.setattr(modeconn.engine.batched, "_seconds_per_point", None)  # would fail if called
     assert choose_points_per_pass(net, _weights(net), data, candidates=(1, 2)) == first
 
 

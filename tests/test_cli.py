@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from modeconn.apps import cli
-from modeconn.checkpoints import load_checkpoint
+from modeconn.io.checkpoints import load_checkpoint
 
 TINY = ["dataset=moons", "model=mlp", "model.args.hidden=[8]", "optim.epochs=1", "progress=false"]
 

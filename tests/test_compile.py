@@ -9,9 +9,9 @@ import torch
 from conftest import TinyNet
 from torch._dynamo.utils import counters
 
-import modeconn.execution
-from modeconn.batched import resolve_points_per_pass
-from modeconn.evaluation import evaluate_point
+import modeconn.engine.execution
+from modeconn.engine.batched import resolve_points_per_pass
+from modeconn.engine.point import evaluate_point
 from modeconn.path import evaluate_path
 
 
@@ -59,7 +59,7 @@ def _exploding_compile(fn, **kwargs):
 def exploding(monkeypatch):
     """torch.compile replaced by a failing one, with no compiled function cached yet."""
     monkeypatch.setattr(torch, "compile", _exploding_compile)
-    monkeypatch.setattr(modeconn.execution, "_COMPILED", {})
+    monkeypatch.setattr(modeconn.engine.execution, "_COMPILED", {})
 
 
 def test_a_compile_failure_warns_once_and_evaluates_eagerly(data, exploding):
@@ -116,12 +116,12 @@ def test_compiling_keeps_no_network_alive(data):
 
 
 def test_compiled_ensembles_equal_eager_ones(bezier, data, monkeypatch):
-    from modeconn.ensembles import ensembles_along_curve
+    from modeconn.ensembles.along_curve import ensembles_along_curve
 
     eager = ensembles_along_curve(bezier, data, ts=3, line=False, progress=False)
     asked = []
-    real = modeconn.execution.compiled
-    monkeypatch.setattr(modeconn.execution, "compiled", lambda m: asked.append(m) or real(m))
+    real = modeconn.engine.execution.compiled
+    monkeypatch.setattr(modeconn.engine.execution, "compiled", lambda m: asked.append(m) or real(m))
     fast = ensembles_along_curve(bezier, data, ts=3, line=False, progress=False, compile=True)
     assert asked and all(m is bezier.model for m in asked)  # the passes went through compile
     torch.testing.assert_close(

@@ -7,8 +7,8 @@ from conftest import compose_app
 from test_interrupt import write_curve_checkpoint
 
 from modeconn.apps import curvature, train
-from modeconn.hessian import HessianExtremes
-from modeconn.hessian_maps import CurvaturePath
+from modeconn.curvature.hessian import HessianExtremes
+from modeconn.curvature.maps import CurvaturePath
 
 FAST = [
     "hessian.samples=120",

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import functional_call
 
-from modeconn.curves import Bezier, Line, PolyChain, build_curve
-from modeconn.evaluation import recompute_bn
+from modeconn.curves.family import Bezier, Line, PolyChain, build_curve
+from modeconn.curves.weights import WeightSpace
+from modeconn.engine.point import recompute_bn
 from modeconn.training import curve_step_loss
-from modeconn.weights import WeightSpace
 
 CURVE_KINDS = [
     (Line, {}),

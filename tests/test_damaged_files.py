@@ -16,17 +16,17 @@ from conftest import compose_app
 from test_interrupt import write_curve_checkpoint
 
 import modeconn.engine.grid
+from modeconn._messages import article
 from modeconn.apps import connect, fge, landscape, plane, train
 from modeconn.apps.common import load_point_checkpoint, run_app
 from modeconn.apps.outputs import guard_result
-from modeconn.checkpoints import load_curve, load_endpoint, save_checkpoint
 from modeconn.engine import merge_shards
-from modeconn.interrupt import Interrupted
-from modeconn.messages import article
+from modeconn.io.checkpoints import load_curve, load_endpoint, save_checkpoint
+from modeconn.io.interrupt import Interrupted
+from modeconn.io.store import PartialGrid, UnreadableResult, load_result, save_result
 from modeconn.models import build_model
 from modeconn.plane import PlaneResult
-from modeconn.store import PartialGrid, UnreadableResult, load_result, save_result
-from modeconn.trajectory_store import TrajectoryStore
+from modeconn.trajectory.recorder import TrajectoryStore
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["progress=false", "device=cpu", "engine.points_per_pass=1", "engine.bn_samples=100"]

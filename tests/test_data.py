@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from modeconn.data import Dataset, dataset_names, load_dataset
-from modeconn.datasets_torchvision import CIFAR_STATS, MNIST_STATS, RandomCropFlip, crop_flip
+from modeconn.data.catalogue import dataset_names, load_dataset
+from modeconn.data.sets import Dataset
+from modeconn.data.torchvision_files import CIFAR_STATS, MNIST_STATS, RandomCropFlip, crop_flip
 
 # ---------------------------------------------------------------------------------------------
 # Built-in data sets

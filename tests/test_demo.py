@@ -111,9 +111,7 @@ def test_fge_app_runs_from_a_demo_endpoint(demo_run):
     assert len(result.snapshot_epochs) == 2 and (tmp / "fge" / "fge.png").exists()
 
 
-def test_fge_app_refuses_another_configurations_result_and_replaces_a_damaged_one(
-    demo_run, caplog
-):
+def test_fge_app_refuses_another_configurations_result_and_replaces_a_damaged_one(demo_run, caplog):
     tmp = demo_run[1]
     common = [f"start={tmp / 'ckpt' / 'digits-seed1.pt'}", f"out={tmp / 'fge'}", "cycle=2"]
     fge.run(compose_app("fge", [*common, "cycles=2", "progress=false"]))  # finished: reused

@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from modeconn.curves import Bezier, Line, PolyChain
-from modeconn.directions import (
+from modeconn.curves.family import Bezier, Line, PolyChain
+from modeconn.curves.weights import WeightSpace
+from modeconn.landscape.directions import (
     orthonormal_pair,
     principal_directions,
     qr_directions,
@@ -18,7 +19,6 @@ from modeconn.directions import (
     zca_directions,
     zca_whitening,
 )
-from modeconn.weights import WeightSpace
 
 
 class Net(nn.Module):

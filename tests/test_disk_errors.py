@@ -8,8 +8,8 @@ import pytest
 from test_resume import _done, make_curve, make_data
 
 from modeconn.apps.common import run_app
+from modeconn.io.store import load_result, save_result
 from modeconn.plane import evaluate_plane_through_curve
-from modeconn.store import load_result, save_result
 
 GRID = (3, 3)
 

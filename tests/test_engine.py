@@ -13,7 +13,7 @@ from test_resume import make_curve
 
 from modeconn.apps import evaluate
 from modeconn.engine import EvalSettings, eval_subset, merge_shards, stratified_indices
-from modeconn.evaluation import evaluate_point
+from modeconn.engine.point import evaluate_point
 from modeconn.path import evaluate_path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "modeconn"

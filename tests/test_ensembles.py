@@ -9,18 +9,18 @@ from conftest import TinyNet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modeconn.checkpoints import load_checkpoint
-from modeconn.curves import Bezier, Line
-from modeconn.data import load_dataset
-from modeconn.ensembles import (
+from modeconn.curves.family import Bezier, Line
+from modeconn.data.catalogue import load_dataset
+from modeconn.engine.point import evaluate_point, metrics, predict, recompute_bn
+from modeconn.ensembles.along_curve import (
     EnsembleResult,
     disagreement,
     ensemble_log_probs,
     ensembles_along_curve,
     kl_divergence,
 )
-from modeconn.evaluation import evaluate_point, metrics, predict, recompute_bn
-from modeconn.fge import FGEResult, fge, fge_lr
+from modeconn.ensembles.fge import FGEResult, fge, fge_lr
+from modeconn.io.checkpoints import load_checkpoint
 from modeconn.training import TrainConfig, train_endpoint
 
 FAST = settings(max_examples=40, deadline=None)

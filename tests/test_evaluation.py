@@ -3,8 +3,8 @@ import torch
 from conftest import TinyNet
 from torch import nn
 
-from modeconn.curves import Bezier
-from modeconn.evaluation import evaluate, recompute_bn
+from modeconn.curves.family import Bezier
+from modeconn.engine.point import evaluate, recompute_bn
 
 
 class TwoBN(nn.Module):
@@ -126,7 +126,7 @@ def test_inexact_recompute_bn_reproduces_the_2018_running_average():
 def test_evaluation_agrees_across_layouts_and_batch_sizes_up_to_rounding():
     """The layout changes a convolution's last bits, never more than rounding (bitwise
     equality across batch sizes: tests/test_reproducible.py)."""
-    from modeconn.execution import EvalPlan, channels_last, eval_plan
+    from modeconn.engine.execution import EvalPlan, channels_last, eval_plan
 
     torch.manual_seed(0)
     net = TinyNet().eval()
@@ -156,7 +156,7 @@ def test_timed_choices_die_with_their_model(data):
     import gc
     import weakref
 
-    from modeconn.batched import _CHOICES, choose_points_per_pass
+    from modeconn.engine.batched import _CHOICES, choose_points_per_pass
 
     net = TinyNet()
     choose_points_per_pass(net, dict(net.named_parameters()), data, candidates=(1,))

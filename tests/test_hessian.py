@@ -12,19 +12,19 @@ from hypothesis import strategies as st
 from torch.func import functional_call
 
 from modeconn import hessian_extremes, hessian_trace
-from modeconn.data import load_dataset
-from modeconn.evaluation import recompute_bn
-from modeconn.hessian import (
+from modeconn.curvature.density import SpectralDensity
+from modeconn.curvature.hessian import (
     HessianExtremes,
     HessianTrace,
     directional_curvature,
     hessian_density,
 )
-from modeconn.hessian_density import SpectralDensity
-from modeconn.hessian_hvp import hessian_operator
-from modeconn.hessian_lanczos import hutchinson, lanczos, power_iteration, rademacher
+from modeconn.curvature.hvp import hessian_operator
+from modeconn.curvature.lanczos import hutchinson, lanczos, power_iteration, rademacher
+from modeconn.curves.weights import WeightSpace
+from modeconn.data.catalogue import load_dataset
+from modeconn.engine.point import recompute_bn
 from modeconn.models import build_model
-from modeconn.weights import WeightSpace
 
 REL = 1e-4
 

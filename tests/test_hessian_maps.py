@@ -4,15 +4,20 @@ import numpy as np
 import pytest
 import torch
 
-from modeconn.curves import Bezier, Line
-from modeconn.data import load_dataset
-from modeconn.directions import random_direction
+from modeconn.curvature.hessian import HessianSettings, directional_curvature, hessian_extremes
+from modeconn.curvature.maps import (
+    CurvaturePath,
+    CurvatureSurface,
+    curvature_path,
+    curvature_surface,
+)
+from modeconn.curves.family import Bezier, Line
+from modeconn.curves.weights import WeightSpace
+from modeconn.data.catalogue import load_dataset
 from modeconn.engine import EvalSettings, evaluate_grid, merge_shards
-from modeconn.hessian import HessianSettings, directional_curvature, hessian_extremes
-from modeconn.hessian_maps import CurvaturePath, CurvatureSurface, curvature_path, curvature_surface
+from modeconn.landscape.directions import random_direction
 from modeconn.models import build_model
 from modeconn.plotting import plot_curvature_map, plot_curvature_path, save_figure
-from modeconn.weights import WeightSpace
 
 HESSIAN = HessianSettings(tol=1e-6, trace=True, trace_min=4, trace_max=4)
 

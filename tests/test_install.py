@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modeconn.checkpoints import load_checkpoint
+from modeconn.io.checkpoints import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 

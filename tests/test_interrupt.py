@@ -14,12 +14,12 @@ from conftest import compose_app
 
 import modeconn.engine.grid
 from modeconn.apps import plane
-from modeconn.checkpoints import load_checkpoint, save_checkpoint
-from modeconn.curves import Bezier
-from modeconn.data import load_dataset
-from modeconn.interrupt import Interrupted, save_on_interrupt
+from modeconn.curves.family import Bezier
+from modeconn.data.catalogue import load_dataset
+from modeconn.io.checkpoints import load_checkpoint, save_checkpoint
+from modeconn.io.interrupt import Interrupted, save_on_interrupt
+from modeconn.io.store import load_result
 from modeconn.models import build_model
-from modeconn.store import load_result
 from modeconn.training import TrainConfig, train_endpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,9 +10,9 @@ from test_interrupt import write_curve_checkpoint
 
 from modeconn.apps import critique as critique_app
 from modeconn.apps import landscape, train
-from modeconn.checkpoints import load_curve
-from modeconn.critique import Critique, disagreement, disagreement_table
-from modeconn.evaluation import evaluate_point
+from modeconn.engine.point import evaluate_point
+from modeconn.io.checkpoints import load_curve
+from modeconn.landscape.critique import Critique, disagreement, disagreement_table
 
 QUICK = ["optim.epochs=1", "optim.batch_size=256", "progress=false"]
 
@@ -58,7 +58,7 @@ def test_landscape_app_around_phi_t_of_a_curve_has_phi_t_at_its_centre(tmp_path)
     overrides = [f"ckpt={tmp_path / 'c.pt'}", "t=0.25", "grid=3", "span=0.5", "progress=false"]
     result = landscape.run(compose_app("landscape", [*overrides, f"out={tmp_path / 'o'}"]))
     curve, ckpt = load_curve(tmp_path / "c.pt")
-    from modeconn.data import load_dataset
+    from modeconn.data.catalogue import load_dataset
 
     ref = evaluate_point(curve.model, curve.weights(0.25), load_dataset("digits"))
     assert result.train_nll[1, 1] == pytest.approx(ref["train"].nll, rel=1e-6)
@@ -99,7 +99,7 @@ def test_landscape_app_tangent_directions_follow_the_curve_at_phi_t(tmp_path):
     overrides += ["grid=3", "span=0.1", "progress=false", f"out={tmp_path / 'o'}"]
     result = landscape.run(compose_app("landscape", overrides))
     curve, _ = load_curve(tmp_path / "c.pt")
-    from modeconn.data import load_dataset
+    from modeconn.data.catalogue import load_dataset
 
     data = load_dataset("digits")
     # x = +0.1 along dphi/dt is phi(0.6) to first order: nearer it than phi(0.5) is
@@ -138,7 +138,7 @@ def test_landscape_app_reads_a_plain_state_dict_with_model_and_dataset_named(tmp
     overrides = [f"ckpt={tmp_path / 'plain.pt'}", "model=mlp", "model.args.hidden=[8]"]
     overrides += ["dataset=digits", "dims=1", "grid=3", "progress=false", f"out={tmp_path / 'o'}"]
     result = landscape.run(compose_app("landscape", overrides))
-    from modeconn.data import load_dataset
+    from modeconn.data.catalogue import load_dataset
 
     ref = evaluate_point(net, dict(net.named_parameters()), load_dataset("digits"))
     assert result.train_nll[1] == pytest.approx(ref["train"].nll, rel=1e-6)

@@ -15,13 +15,13 @@ import torch
 from test_models_2018 import convfc_2018, preresnet_2018, vgg16bn_2018
 from torch import Tensor
 
-from modeconn.curves import Bezier, PolyChain
-from modeconn.models import build_model
-from modeconn.models.legacy import (
+from modeconn.curves.family import Bezier, PolyChain
+from modeconn.io.legacy import (
     convert_2018_endpoint,
     is_2018_checkpoint,
     load_2018_curve,
 )
+from modeconn.models import build_model
 
 CIFAR = (3, 32, 32)
 Layout = list[tuple[str, tuple[int, ...]]]
@@ -310,8 +310,8 @@ def test_the_evaluate_app_reads_a_2018_curve_checkpoint_with_model_and_dataset_n
     from conftest import compose_app
 
     from modeconn.apps import evaluate
-    from modeconn.data import load_dataset
-    from modeconn.evaluation import evaluate_point
+    from modeconn.data.catalogue import load_dataset
+    from modeconn.engine.point import evaluate_point
 
     bases = _mlp_2018_curve(tmp_path / "curve.pt")
     overrides = [f"curve_ckpt={tmp_path / 'curve.pt'}", "model=mlp", "model.args.hidden=[16]"]
@@ -324,7 +324,7 @@ def test_the_evaluate_app_reads_a_2018_curve_checkpoint_with_model_and_dataset_n
 
 
 def test_a_2018_curve_checkpoint_without_its_architecture_says_what_to_name(tmp_path):
-    from modeconn.checkpoints import load_curve
+    from modeconn.io.checkpoints import load_curve
 
     _mlp_2018_curve(tmp_path / "curve.pt")
     with pytest.raises(ValueError, match="2018 reference-code curve checkpoint; name its"):

@@ -9,8 +9,8 @@ from conftest import compose_app
 from torch import nn
 
 from modeconn.apps import connect, fge, train
-from modeconn.checkpoints import endpoint_meta, load_checkpoint, load_curve, load_endpoint
-from modeconn.data import dataset_names, load_dataset
+from modeconn.data.catalogue import dataset_names, load_dataset
+from modeconn.io.checkpoints import endpoint_meta, load_checkpoint, load_curve, load_endpoint
 from modeconn.models import build_model
 
 MLP = ["model=mlp", "model.args.hidden=[16]"]

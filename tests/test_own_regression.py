@@ -9,12 +9,12 @@ import torch
 from conftest import compose_app
 
 from modeconn.apps import connect, evaluate, landscape, plane, train
-from modeconn.checkpoints import load_checkpoint
-from modeconn.data import load_dataset
+from modeconn.data.catalogue import load_dataset
+from modeconn.data.tasks import metric_names
+from modeconn.io.checkpoints import load_checkpoint
 from modeconn.path import PathResult
 from modeconn.plane import PlaneResult
 from modeconn.plotting import plot_functions
-from modeconn.tasks import metric_names
 
 MLP = ["model=mlp", "model.args.hidden=[16]"]
 QUICK = ["optim.epochs=30", "optim.batch_size=20", "optim.lr=0.05", "progress=false"]
@@ -223,7 +223,7 @@ def test_a_pt_file_without_noise_scale_fits_sigma_at_every_point(runs, tmp_path)
 
 
 def test_plot_functions_draws_the_functions_of_the_own_data_curve(runs):
-    from modeconn.checkpoints import load_curve
+    from modeconn.io.checkpoints import load_curve
 
     curve, _ = load_curve(runs["curve"])
     data = load_dataset("tensors", path=runs["file"], task="regression", noise_scale=0.2)

@@ -9,10 +9,10 @@ from conftest import TinyNet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modeconn.curves import Line
-from modeconn.evaluation import evaluate_point
+from modeconn.curves.family import Line
+from modeconn.curves.weights import WeightSpace
+from modeconn.engine.point import evaluate_point
 from modeconn.path import METRICS, PathResult, barrier, evaluate_path
-from modeconn.weights import WeightSpace
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from conftest import TinyNet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modeconn.curves import Line, PolyChain
-from modeconn.evaluation import evaluate_point
+from modeconn.curves.family import Line, PolyChain
+from modeconn.curves.weights import WeightSpace
+from modeconn.engine.point import evaluate_point
 from modeconn.plane import Plane, PlaneResult, evaluate_plane, evaluate_plane_through_curve
-from modeconn.weights import WeightSpace
 
 
 def _points(dim, dtype=torch.float64, scales=(1.0, 1.0, 1.0), seed=0):

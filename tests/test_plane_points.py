@@ -8,14 +8,14 @@ from conftest import compose_app
 import modeconn.engine.grid
 from modeconn.apps import plane, train
 from modeconn.apps.common import run_app
-from modeconn.checkpoints import load_checkpoint, load_endpoint, save_checkpoint
-from modeconn.curves import Bezier
-from modeconn.data import load_dataset
+from modeconn.curves.family import Bezier
+from modeconn.curves.weights import WeightSpace
+from modeconn.data.catalogue import load_dataset
 from modeconn.engine import EvalSettings, eval_subset
-from modeconn.interrupt import Interrupted
+from modeconn.io.checkpoints import load_checkpoint, load_endpoint, save_checkpoint
+from modeconn.io.interrupt import Interrupted
 from modeconn.models import build_model
 from modeconn.plane import Plane, PlaneResult
-from modeconn.weights import WeightSpace
 
 ARGS = {"widths": [4, 8, 8], "hidden": 16, "pool_padding": 1}  # a tiny ConvFC for 8x8 digits
 ARCH = ["model.args.widths=[4,8,8]", "model.args.hidden=16", "model.args.pool_padding=1"]

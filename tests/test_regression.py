@@ -9,18 +9,18 @@ import pytest
 import torch
 
 from modeconn import Bezier, Line, TrainConfig, build_model, load_dataset
+from modeconn.curves.weights import WeightSpace
+from modeconn.data.tasks import metric_names, mixture_nll
 from modeconn.engine import node_metrics
-from modeconn.ensembles import EnsembleResult, ensembles_along_curve
-from modeconn.evaluation import Metrics, RegressionMetrics, evaluate_point
-from modeconn.execution import fixed_threads
-from modeconn.members import Member, together
+from modeconn.engine.execution import fixed_threads
+from modeconn.engine.point import Metrics, RegressionMetrics, evaluate_point
+from modeconn.ensembles.along_curve import EnsembleResult, ensembles_along_curve
+from modeconn.ensembles.members import Member, together
 from modeconn.path import PathResult, evaluate_path
 from modeconn.plane import PlaneResult, evaluate_plane_through_curve
 from modeconn.plotting import plot_ensembles, plot_functions, plot_path, plot_plane
 from modeconn.plotting.functions import function_values
-from modeconn.tasks import metric_names, mixture_nll
 from modeconn.training import train_curve, train_endpoint
-from modeconn.weights import WeightSpace
 
 HIDDEN = [50, 50]
 WD = 1e-4

@@ -13,13 +13,13 @@ import torch
 from conftest import TinyNet, compose_app
 
 from modeconn.apps import demo
-from modeconn.data import load_dataset
+from modeconn.curves.weights import WeightSpace
+from modeconn.data.catalogue import load_dataset
 from modeconn.engine import EvalSettings
-from modeconn.evaluation import evaluate_point, predict, recompute_bn
-from modeconn.execution import STARTUP_THREADS, eval_plan, fixed_threads
+from modeconn.engine.execution import STARTUP_THREADS, eval_plan, fixed_threads
+from modeconn.engine.point import evaluate_point, predict, recompute_bn
 from modeconn.models import build_model
 from modeconn.plane import Plane, PlaneResult, evaluate_plane
-from modeconn.weights import WeightSpace
 
 BATCH_SIZES = (32, 64, 128, 256, 512, 1024, 2048)
 

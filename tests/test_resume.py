@@ -13,10 +13,10 @@ import torch
 from conftest import TinyNet
 
 import modeconn.engine.grid
-from modeconn.curves import Bezier
-from modeconn.data import load_dataset
+from modeconn.curves.family import Bezier
+from modeconn.data.catalogue import load_dataset
+from modeconn.io.store import PartialGrid, load_result
 from modeconn.plane import evaluate_plane_through_curve
-from modeconn.store import PartialGrid, load_result
 
 GRID = (5, 4)
 
@@ -154,8 +154,8 @@ def test_interrupted_path_resumes_without_recomputing(tmp_path, monkeypatch):
 
 
 def test_path_partial_of_other_points_is_refused(tmp_path):
+    from modeconn.io.store import PartialGrid
     from modeconn.path import evaluate_path
-    from modeconn.store import PartialGrid
 
     data, partial = make_data(), tmp_path / "path-partial"
     config = {

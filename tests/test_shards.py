@@ -159,7 +159,7 @@ def test_two_gloo_ranks_train_like_one_process(app, kind, batch, port, curve_fil
     """Ranks split every batch and share t; the weights equal a one-process run's."""
     import torch
 
-    from modeconn.checkpoints import load_checkpoint
+    from modeconn.io.checkpoints import load_checkpoint
 
     if app == "train":
         args = [

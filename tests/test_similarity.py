@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modeconn.similarity import (
+from modeconn.similarity.cca import principal
+from modeconn.similarity.measures import (
     MEASURES,
     MinibatchCKA,
     Moments,
@@ -23,7 +24,6 @@ from modeconn.similarity import (
     rbf_cka,
     svcca,
 )
-from modeconn.similarity_cca import principal
 
 FAST = settings(max_examples=15, deadline=None)
 

@@ -15,7 +15,7 @@ from modeconn.plotting import (
     plot_layer_similarity,
     plot_over_training,
 )
-from modeconn.representations import (
+from modeconn.similarity.analyses import (
     SimilarityResult,
     along_curve,
     class_wise,
@@ -35,7 +35,7 @@ def _small_convfc(seed: int = 1):
 @pytest.fixture(scope="module")
 def trained(data):
     """A small ConvFC trained 10 epochs on 300 digits, with its snapshots at 0/35/75/100 %."""
-    from modeconn.data import load_dataset
+    from modeconn.data.catalogue import load_dataset
 
     digits = load_dataset("digits")
     model = _small_convfc()
@@ -80,7 +80,7 @@ def test_over_training_shows_bottom_up_convergence_on_digits(trained):
 
 
 def test_over_training_takes_flat_weight_points_as_well_as_state_dicts(trained):
-    from modeconn.weights import WeightSpace
+    from modeconn.curves.weights import WeightSpace
 
     model, states, fractions, digits = trained
     space = WeightSpace.from_module(model)
@@ -184,7 +184,7 @@ def test_similarity_app_along_a_curve_and_over_training(tmp_path):
 
 
 def test_streamed_minibatch_cka_equals_the_collected_one_and_never_collects(trained, monkeypatch):
-    import modeconn.representations as reps
+    import modeconn.similarity.analyses as reps
 
     model, states, fractions, digits = trained
     other = _small_convfc(seed=2)

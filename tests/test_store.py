@@ -6,8 +6,8 @@ import stat
 import pytest
 import torch
 
-from modeconn.checkpoints import save_checkpoint
-from modeconn.store import save_result
+from modeconn.io.checkpoints import save_checkpoint
+from modeconn.io.store import save_result
 
 
 @pytest.fixture

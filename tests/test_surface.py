@@ -16,19 +16,19 @@ from conftest import TinyNet
 from test_resume import make_data
 
 import modeconn.engine.grid
-from modeconn.batched import evaluate_points
+from modeconn.curves.weights import WeightSpace
 from modeconn.engine import EvalSettings, merge_shards
-from modeconn.evaluation import evaluate, evaluate_point, recompute_bn
-from modeconn.execution import eval_plan
-from modeconn.store import load_result
-from modeconn.surface import (
+from modeconn.engine.batched import evaluate_points
+from modeconn.engine.execution import eval_plan
+from modeconn.engine.point import evaluate, evaluate_point, recompute_bn
+from modeconn.io.store import load_result
+from modeconn.landscape.surface import (
     LineResult,
     SurfaceResult,
     evaluate_interpolation,
     evaluate_line,
     evaluate_surface,
 )
-from modeconn.weights import WeightSpace
 
 GRID = (4, 3)
 
@@ -277,7 +277,7 @@ JOB = """
 import sys, time
 sys.path.insert(0, {tests!r})
 import modeconn.engine.grid
-from modeconn.surface import evaluate_surface
+from modeconn.landscape.surface import evaluate_surface
 from test_surface import make_data, make_directions, make_net
 slow = modeconn.engine.grid.evaluate_point
 def delayed(*args, **kwargs):

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from modeconn.checkpoints import load_checkpoint
-from modeconn.curves import Bezier, Line
-from modeconn.data import load_dataset
-from modeconn.evaluation import evaluate_point
+from modeconn.curves.family import Bezier, Line
+from modeconn.data.catalogue import load_dataset
+from modeconn.engine.point import evaluate_point
+from modeconn.io.checkpoints import load_checkpoint
 from modeconn.models import build_model
 from modeconn.training import TrainConfig, lr_schedule, train_curve, train_endpoint
 

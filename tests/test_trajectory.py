@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from modeconn import build_model, load_dataset
-from modeconn.curves import Bezier
+from modeconn.curves.family import Bezier
 from modeconn.training import TrainConfig, train_curve, train_endpoint
-from modeconn.trajectory import (
+from modeconn.trajectory.pca import (
     TrajectoryResult,
     bilinear,
     evaluate_trajectory,
@@ -21,7 +21,7 @@ from modeconn.trajectory import (
     pca_directions,
     project,
 )
-from modeconn.trajectory_store import TrajectoryStore, record_trajectory
+from modeconn.trajectory.recorder import TrajectoryStore, record_trajectory
 
 
 @pytest.fixture(scope="module")

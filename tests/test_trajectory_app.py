@@ -10,11 +10,11 @@ from PIL import Image
 
 from modeconn import build_model, load_dataset
 from modeconn.apps import trajectory as app
-from modeconn.curves import Bezier
+from modeconn.curves.family import Bezier
 from modeconn.plotting.animation import animate_curve_training
 from modeconn.training import TrainConfig, train_curve, train_endpoint
-from modeconn.trajectory_curve import curve_training_planes
-from modeconn.trajectory_store import TrajectoryStore, record_trajectory
+from modeconn.trajectory.curve_frames import curve_training_planes
+from modeconn.trajectory.recorder import TrajectoryStore, record_trajectory
 
 QUICK = ["optim.epochs=3", "optim.batch_size=500", "grid=5", "frames=4", "progress=false"]
 

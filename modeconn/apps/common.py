@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import re
 from pathlib import Path
@@ -12,26 +11,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from modeconn.apps.cli import check_options
-from modeconn.data import Dataset, dataset_names, load_dataset
-from modeconn.execution import fixed_threads
+from modeconn.apps.checks import CONFIG_PATH, check_options  # noqa: F401  (the apps' config_path)
+from modeconn.data.catalogue import dataset_names, load_dataset
+from modeconn.data.sets import Dataset
+from modeconn.engine.execution import fixed_threads
 from modeconn.training import TrainConfig
 
-
-def _config_dir() -> str:
-    """The directory of the package modeconn.conf: conf/ as a wheel installs it, or the
-    checkout's conf/ that an editable install maps; a bare checkout on PYTHONPATH (no install)
-    falls back to its conf/."""
-    try:
-        spec = importlib.util.find_spec("modeconn.conf")
-    except ModuleNotFoundError:
-        spec = None
-    if spec is not None and spec.submodule_search_locations:
-        return str(Path(next(iter(spec.submodule_search_locations))).resolve())
-    return str(Path(__file__).resolve().parents[2] / "conf")
-
-
-CONFIG_PATH = _config_dir()
 log = logging.getLogger("modeconn")
 
 
@@ -114,8 +99,8 @@ def run_app(run, cfg: DictConfig) -> Any:
     """Call an app's `run(cfg)`; a user error exits with its message (status 2), not a traceback.
 
     Ctrl-C and SIGTERM stop a job with one line (what was saved, how to resume) and the exit
-    status 130 / 143 (`modeconn.interrupt`)."""
-    from modeconn.interrupt import interrupted_exit, signals_as_interrupts
+    status 130 / 143 (`modeconn.io.interrupt`)."""
+    from modeconn.io.interrupt import interrupted_exit, signals_as_interrupts
 
     try:
         check_options(cfg)  # `+point=3`: an option the app does not have
@@ -161,7 +146,7 @@ def load_point_checkpoint(cfg: DictConfig):
     """`cfg.ckpt` on the chosen device: (curve, None, ckpt, data) for a curve checkpoint,
     (None, model, ckpt, data) for an endpoint; plain state dicts and 2018 curve checkpoints
     with `model=... dataset=...` named."""
-    from modeconn.checkpoints import checkpoint_kind, load_curve, load_endpoint
+    from modeconn.io.checkpoints import checkpoint_kind, load_curve, load_endpoint
 
     device = pick_device(cfg.device)
     named, data = named_endpoints(cfg, device)
@@ -184,8 +169,8 @@ def config_directions(cfg: DictConfig, net, curve=None) -> list:
     """The directions `cfg.directions` names around `net` (its family, seed, norm and
     ignore rules); `directions=tangent`: dphi/dt at phi(cfg.t) of `curve` and a random
     direction orthogonal to it (a curve checkpoint only)."""
-    from modeconn.critique import directions_of
-    from modeconn.directions import tangent_directions
+    from modeconn.landscape.critique import directions_of
+    from modeconn.landscape.directions import tangent_directions
 
     rules = dict(
         seed=int(cfg.directions.seed),
@@ -205,7 +190,7 @@ def config_directions(cfg: DictConfig, net, curve=None) -> list:
 def load_curve_and_data(cfg: DictConfig):
     """The curve checkpoint `cfg.curve_ckpt` on the chosen device, its data set and checkpoint
     (a 2018 curve checkpoint with `model=... dataset=...` named)."""
-    from modeconn.checkpoints import load_curve
+    from modeconn.io.checkpoints import load_curve
 
     device = pick_device(cfg.device)
     named, data = named_endpoints(cfg, device)

@@ -30,9 +30,9 @@ from modeconn.apps.common import (
 )
 from modeconn.apps.outputs import args_tag
 from modeconn.apps.train import trajectory_hooks
-from modeconn.checkpoints import load_endpoint
-from modeconn.curves import build_curve
-from modeconn.evaluation import evaluate_point
+from modeconn.curves.family import build_curve
+from modeconn.engine.point import evaluate_point
+from modeconn.io.checkpoints import load_endpoint
 from modeconn.training import train_curve
 
 # Endpoint metadata that must agree for two networks to be connected.
@@ -99,6 +99,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from modeconn.apps.cli import run_module
+    from modeconn.apps.checks import run_module
 
     run_module("connect", main)

@@ -4,7 +4,7 @@ Three all-convolutional networks (no normalisation, BatchNorm, LocalResponseNorm
 on the data set (digits by default; checkpoints are reused), then each is drawn under four
 direction families (random filter-normalised, QR-orthogonalised, ZCA-whitened, the weights'
 principal directions): one 3 x 4 figure on one shared colour scale per direction seed, and a
-table of how far the pictures disagree (`modeconn.critique.disagreement`).
+table of how far the pictures disagree (`modeconn.landscape.critique.disagreement`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from modeconn.apps.common import (
     plain,
     run_app,
 )
-from modeconn.critique import FAMILY_TITLES, critique, disagreement, disagreement_table
+from modeconn.landscape.critique import FAMILY_TITLES, critique, disagreement, disagreement_table
 from modeconn.models import build_model
 from modeconn.plotting import plot_panels, save_figure
 from modeconn.training import TrainConfig, train_endpoint
@@ -113,6 +113,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from modeconn.apps.cli import run_module
+    from modeconn.apps.checks import run_module
 
     run_module("critique", main)

@@ -9,7 +9,8 @@
 - where=surface: Li et al.'s |lambda_min / lambda_max| map over the surface spanned by the
   `directions` around the point, with the loss contours.
 
-The Hessian's options are the `hessian` block (`modeconn.hessian.HessianSettings`); maps go
+The Hessian's options are the `hessian` block (`modeconn.curvature.hessian.HessianSettings`); maps
+go
 through the grid engine, so they resume from their partial files and honour `engine.*`.
 """
 
@@ -30,18 +31,18 @@ from modeconn.apps.common import (
     run_app,
 )
 from modeconn.apps.outputs import guard_result, job_meta
-from modeconn.curves import Line
-from modeconn.hessian import (
+from modeconn.curvature.density import slq
+from modeconn.curvature.hessian import (
     HessianSettings,
     curvature_along,
     extremes_of,
     trace_of,
 )
-from modeconn.hessian_density import slq
-from modeconn.hessian_hvp import hessian_operator
-from modeconn.hessian_maps import curvature_path, curvature_surface
+from modeconn.curvature.hvp import hessian_operator
+from modeconn.curvature.maps import curvature_path, curvature_surface
+from modeconn.curves.family import Line
+from modeconn.curves.weights import fingerprint
 from modeconn.plotting import plot_curvature_map, plot_curvature_path, plot_density, save_figure
-from modeconn.weights import fingerprint
 
 WHERE = ("point", "path", "surface")
 
@@ -189,6 +190,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from modeconn.apps.cli import run_module
+    from modeconn.apps.checks import run_module
 
     run_module("curvature", main)

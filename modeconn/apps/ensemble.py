@@ -16,9 +16,9 @@ from modeconn.apps.common import (
     run_app,
 )
 from modeconn.apps.outputs import guard_result, job_meta
-from modeconn.ensembles import EnsembleResult, ensembles_along_curve
+from modeconn.curves.weights import fingerprint
+from modeconn.ensembles.along_curve import EnsembleResult, ensembles_along_curve
 from modeconn.plotting import plot_ensembles, save_figure
-from modeconn.weights import fingerprint
 
 
 @app_run
@@ -64,6 +64,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from modeconn.apps.cli import run_module
+    from modeconn.apps.checks import run_module
 
     run_module("ensemble", main)

@@ -18,11 +18,11 @@ from modeconn.apps.common import (
     run_app,
 )
 from modeconn.apps.outputs import guard_result, job_meta
-from modeconn.curves import Line
+from modeconn.curves.family import Line
+from modeconn.curves.weights import fingerprint
 from modeconn.engine import diverged_note
 from modeconn.path import PathResult, evaluate_path
 from modeconn.plotting import plot_path, save_figure
-from modeconn.weights import fingerprint
 
 
 @app_run
@@ -85,6 +85,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from modeconn.apps.cli import run_module
+    from modeconn.apps.checks import run_module
 
     run_module("evaluate", main)

@@ -21,10 +21,10 @@ from modeconn.apps.common import (
     run_app,
 )
 from modeconn.apps.outputs import guard_result, job_meta
-from modeconn.checkpoints import load_endpoint
-from modeconn.fge import FGEResult, fge
+from modeconn.curves.weights import fingerprint
+from modeconn.ensembles.fge import FGEResult, fge
+from modeconn.io.checkpoints import load_endpoint
 from modeconn.plotting import plot_fge, save_figure
-from modeconn.weights import fingerprint
 
 
 @app_run
@@ -82,6 +82,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from modeconn.apps.cli import run_module
+    from modeconn.apps.checks import run_module
 
     run_module("fge", main)

@@ -24,9 +24,9 @@ from modeconn.apps.common import (
     run_app,
 )
 from modeconn.apps.outputs import guard_result, job_meta
+from modeconn.curves.weights import fingerprint
+from modeconn.landscape.surface import evaluate_line, evaluate_surface
 from modeconn.plotting import plot_contour, plot_line, save_figure
-from modeconn.surface import evaluate_line, evaluate_surface
-from modeconn.weights import fingerprint
 
 
 @app_run
@@ -87,6 +87,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from modeconn.apps.cli import run_module
+    from modeconn.apps.checks import run_module
 
     run_module("landscape", main)

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from modeconn.store import plain_meta, read_or_set_aside
+from modeconn.io.store import plain_meta, read_or_set_aside
 
 
 def args_tag(args: Mapping[str, Any] | None, limit: int = 40) -> str:

@@ -39,12 +39,12 @@ from modeconn.apps.common import (
     slug,
 )
 from modeconn.apps.outputs import guard_result, job_meta
-from modeconn.checkpoints import Checkpoint, load_endpoint
+from modeconn.curves.weights import fingerprint
 from modeconn.engine import diverged_note, merge_shards
+from modeconn.io.checkpoints import Checkpoint, load_endpoint
+from modeconn.io.store import PartialGrid, load_result, plain_meta
 from modeconn.plane import Plane, PlaneResult, evaluate_plane, evaluate_plane_through_curve
 from modeconn.plotting import plot_plane, save_figure
-from modeconn.store import PartialGrid, load_result, plain_meta
-from modeconn.weights import fingerprint
 
 
 @dataclass(frozen=True)
@@ -312,6 +312,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from modeconn.apps.cli import run_module
+    from modeconn.apps.checks import run_module
 
     run_module("plane", main)

@@ -35,7 +35,8 @@ from modeconn.apps.common import (
     train_config,
 )
 from modeconn.apps.outputs import guard_result, job_meta
-from modeconn.checkpoints import load_curve, load_endpoint
+from modeconn.curves.weights import fingerprint
+from modeconn.io.checkpoints import load_curve, load_endpoint
 from modeconn.models import build_model
 from modeconn.plotting import save_figure
 from modeconn.plotting.similarity import (
@@ -44,14 +45,13 @@ from modeconn.plotting.similarity import (
     plot_layer_similarity,
     plot_over_training,
 )
-from modeconn.representations import (
+from modeconn.similarity.analyses import (
     along_curve,
     class_wise,
     compare_networks,
     over_training,
     training_snapshots,
 )
-from modeconn.weights import fingerprint
 
 ANALYSES = ("pair", "curve", "training", "classes")
 
@@ -184,6 +184,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from modeconn.apps.cli import run_module
+    from modeconn.apps.checks import run_module
 
     run_module("similarity", main)

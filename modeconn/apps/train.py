@@ -27,7 +27,7 @@ from modeconn.apps.common import (
     train_config,
 )
 from modeconn.apps.outputs import args_tag, non_default_args
-from modeconn.evaluation import evaluate_point
+from modeconn.engine.point import evaluate_point
 from modeconn.models import build_model
 from modeconn.training import train_endpoint
 
@@ -48,7 +48,7 @@ def trajectory_hooks(cfg: DictConfig, path: Path, target, data, config) -> dict:
     every = (cfg.get("trajectory") or {}).get("every")
     if every is None:
         return {}
-    from modeconn.trajectory_store import record_trajectory
+    from modeconn.trajectory.recorder import record_trajectory
 
     every = every if every == "epoch" else int(every)
     return record_trajectory(path.with_suffix(".trajectory"), target, data, config, every).hooks()
@@ -103,6 +103,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from modeconn.apps.cli import run_module
+    from modeconn.apps.checks import run_module
 
     run_module("train", main)

@@ -42,16 +42,17 @@ from modeconn.apps.common import (
     slug,
     train_config,
 )
-from modeconn.checkpoints import load_checkpoint, load_curve, load_endpoint
-from modeconn.evaluation import evaluate_point
+from modeconn.engine.point import evaluate_point
+from modeconn.io.checkpoints import load_checkpoint, load_curve, load_endpoint
+from modeconn.io.store import atomic_write
+from modeconn.landscape.surface import SurfaceResult
 from modeconn.models import build_model
 from modeconn.plotting import save_figure
 from modeconn.plotting.animation import animate_curve_training, animate_trajectory
 from modeconn.plotting.trajectory import plot_gallery, plot_trajectories, plot_trajectory
-from modeconn.store import atomic_write
-from modeconn.surface import SurfaceResult
 from modeconn.training import TrainConfig, train_endpoint
-from modeconn.trajectory import (
+from modeconn.trajectory.curve_frames import curve_training_planes
+from modeconn.trajectory.pca import (
     TrajectoryResult,
     decision_regions,
     evaluate_trajectory,
@@ -60,8 +61,7 @@ from modeconn.trajectory import (
     input_grid,
     project,
 )
-from modeconn.trajectory_curve import curve_training_planes
-from modeconn.trajectory_store import TrajectoryStore, record_trajectory
+from modeconn.trajectory.recorder import TrajectoryStore, record_trajectory
 
 
 def model_args(cfg: DictConfig) -> dict:
@@ -318,7 +318,7 @@ def gallery(root: Path) -> dict:
 
 def _dataset(name: str | None):
     """The run's data set for the points under its decision regions, if it is embedded."""
-    from modeconn.data import load_dataset
+    from modeconn.data.catalogue import load_dataset
 
     try:
         return load_dataset(name) if name in ("spiral", "moons") else None
@@ -339,6 +339,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    from modeconn.apps.cli import run_module
+    from modeconn.apps.checks import run_module
 
     run_module("trajectory", main)

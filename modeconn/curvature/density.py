@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from modeconn.hessian_lanczos import Matvec, lanczos, rademacher
-from modeconn.store import SavedResult, plain_meta
+from modeconn.curvature.lanczos import Matvec, lanczos, rademacher
+from modeconn.io.store import SavedResult, plain_meta
 
 
 @dataclass(eq=False)

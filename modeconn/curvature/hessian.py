@@ -3,7 +3,7 @@
 Li et al. 2018 ("Visualizing the Loss Landscape of Neural Nets", code tomgoldstein/loss-
 landscape, `hess_vec_prod.py`) measure non-convexity by |lambda_min / lambda_max|; PyHessian
 (Yao et al. 2020, amirgholami/PyHessian) gives the top eigenvalues, the trace and the spectral
-density. Here, for the mean training loss at any weight point (`modeconn.hessian_hvp`):
+density. Here, for the mean training loss at any weight point (`modeconn.curvature.hvp`):
 
 - `hessian_extremes`: lambda_max and lambda_min together (and the top / bottom k) from one
   Lanczos run with full re-orthogonalisation, with residual bounds; or (method="power") power
@@ -11,7 +11,7 @@ density. Here, for the mean training loss at any weight point (`modeconn.hessian
   spectrum for any signs.
 - `hessian_trace`: Hutchinson's estimate with its standard error (method="exact": P products
   with unit vectors, for small networks).
-- `hessian_density`: stochastic Lanczos quadrature (`modeconn.hessian_density`).
+- `hessian_density`: stochastic Lanczos quadrature (`modeconn.curvature.density`).
 - `directional_curvature`: d^T H d / ||d||^2 along given directions (one product each).
 
 Where we differ from the references, deliberately:
@@ -39,11 +39,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from modeconn.hessian_density import SpectralDensity, slq
-from modeconn.hessian_hvp import HessianOperator, WeightsLike, hessian_operator, products_shown
-from modeconn.hessian_lanczos import hutchinson, lanczos, power_iteration
-from modeconn.store import SavedResult, plain_meta
-from modeconn.weights import WeightSpace
+from modeconn.curvature.density import SpectralDensity, slq
+from modeconn.curvature.hvp import HessianOperator, WeightsLike, hessian_operator, products_shown
+from modeconn.curvature.lanczos import hutchinson, lanczos, power_iteration
+from modeconn.curves.weights import WeightSpace
+from modeconn.io.store import SavedResult, plain_meta
 
 _OPERATOR_OPTIONS = ("samples", "batch_size", "wd", "bn", "bn_samples", "params", "hvp", "seed")
 
@@ -316,7 +316,7 @@ def hessian_density(
     **options: Any,
 ) -> SpectralDensity:
     """The spectral density of the Hessian by stochastic Lanczos quadrature: `runs` runs of
-    `steps` products each (`modeconn.hessian_density`). options: as `hessian_extremes`."""
+    `steps` products each (`modeconn.curvature.density`). options: as `hessian_extremes`."""
     show = options.pop("progress", True)
     op = _operator(model, weights, data, options)
     began = time.perf_counter()

@@ -1,6 +1,6 @@
 """Hessian-vector products of the mean training loss at any weight point of any network.
 
-The loss is the data set's task loss (`modeconn.tasks.task_loss`: cross-entropy or mse)
+The loss is the data set's task loss (`modeconn.data.tasks.task_loss`: cross-entropy or mse)
 averaged over a data budget of N train samples,
 
     L(w) = (1/N) sum_i l_i(w)  (+ 0.5 * wd * ||w||^2 when wd > 0),
@@ -45,10 +45,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from modeconn.curves.weights import WeightSpace
+from modeconn.data.tasks import task_loss, task_of
+from modeconn.engine.point import batchnorm_layers, recompute_bn
 from modeconn.engine.subset import stratified_indices
-from modeconn.evaluation import batchnorm_layers, recompute_bn
-from modeconn.tasks import task_loss, task_of
-from modeconn.weights import WeightSpace
 
 log = logging.getLogger("modeconn")
 

@@ -3,10 +3,12 @@
 Li et al. 2018 (Fig. 7; `plot_hessian_eigen.py` of tomgoldstein/loss-landscape) map
 |lambda_min / lambda_max| over the plotted plane around a minimum: near 0 the surface is
 locally convex, large values mark strong negative curvature. Here every node of a surface
-(origin + x[i] d1 + y[j] d2, the geometry of `modeconn.surface`) or of a path (phi(t) of any
+(origin + x[i] d1 + y[j] d2, the geometry of `modeconn.landscape.surface`) or of a path (phi(t) of
+any
 `Curve`, the t grid of `modeconn.path`; a `Line` is the straight segment) gets, next to its
 loss metrics, lambda_min and lambda_max of the Hessian of the mean training loss at that point
-(`modeconn.hessian.extremes_of`), their ratio, the largest Lanczos residual, the products used,
+(`modeconn.curvature.hessian.extremes_of`), their ratio, the largest Lanczos residual, the products
+used,
 optionally Hutchinson's trace with its standard error, and on a surface the directional
 curvatures d^T H d / ||d||^2 along its two axes. The nodes go through the grid engine
 (`modeconn.engine.evaluate_grid` with a `measure`), so partial files, resume, shards and
@@ -28,17 +30,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from modeconn.curves import Curve, curve_args
+from modeconn.curvature.hessian import HessianSettings, curvature_along, extremes_of, trace_of
+from modeconn.curvature.hvp import hessian_operator
+from modeconn.curves.family import Curve, curve_args
+from modeconn.curves.weights import WeightSpace
+from modeconn.data.tasks import CLASSIFICATION, MetricColumns, metric_names, task_of
 from modeconn.engine import EvalSettings, finite_stats, resolve_settings
 from modeconn.engine.grid import Measure
-from modeconn.hessian import HessianSettings, curvature_along, extremes_of, trace_of
-from modeconn.hessian_hvp import hessian_operator
-from modeconn.origin import OriginLike, buffers_restored, resolve_origin
+from modeconn.io.store import PartialGrid, SavedResult, plain_meta
+from modeconn.landscape.origin import OriginLike, buffers_restored, resolve_origin
+from modeconn.landscape.surface import SurfaceResult, check_directions, grid_around, grid_axes
 from modeconn.path import path_grid, t_values
-from modeconn.store import PartialGrid, SavedResult, plain_meta
-from modeconn.surface import SurfaceResult, check_directions, grid_around, grid_axes
-from modeconn.tasks import CLASSIFICATION, MetricColumns, metric_names, task_of
-from modeconn.weights import WeightSpace
 
 CURVATURE = ("lambda_min", "lambda_max", "ratio", "residual", "hvps")
 TRACE = ("trace", "trace_stderr")
@@ -183,7 +185,7 @@ def curvature_surface(
 ) -> CurvatureSurface | None:
     """Li et al.'s curvature map: loss metrics and Hessian extremes at every node of the
     surface origin + x[i] d1 + y[j] d2 (origins, directions, grid and span as
-    `modeconn.surface.evaluate_surface`; BatchNorm statistics recomputed at every node).
+    `modeconn.landscape.surface.evaluate_surface`; BatchNorm statistics recomputed at every node).
 
     hessian: `HessianSettings` (or a mapping of its options): the Hessian's data budget,
         BatchNorm mode, parameter set, tolerance, and whether to estimate the trace.

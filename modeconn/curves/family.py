@@ -26,8 +26,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from modeconn.curve_weights import CurveWeights, ScaleGrad, combine_terms, control_terms
-from modeconn.weights import StateLike, WeightSpace
+from modeconn.curves.phi import CurveWeights, ScaleGrad, combine_terms, control_terms
+from modeconn.curves.weights import StateLike, WeightSpace
+from modeconn.models.batchnorm import batchnorm_layers, statistics_pass
 
 
 def _as_t(t: float | Tensor) -> float:
@@ -183,13 +184,11 @@ class Curve(nn.Module):
         """Recompute the wrapped network's BatchNorm statistics at phi(t) on `data` (a
         `Dataset`: its un-augmented train inputs; or inputs (N, ...) / batches), so that an
         eval-mode `curve(x, t)` is the network at phi(t). kwargs go to
-        `modeconn.evaluation.recompute_bn` (batch_size, num_samples, exact). Returns the
+        `modeconn.models.batchnorm.statistics_pass` (batch_size, num_samples, exact). Returns the
         number of samples used."""
-        from modeconn.evaluation import recompute_bn  # the engine sits above the curves
-
         t = _as_t(t)
         inputs = getattr(data, "train_x", data)
-        samples = recompute_bn(self.model, inputs, self.weights(t), **kwargs)
+        samples = statistics_pass(self.model, inputs, self.weights(t), **kwargs)
         self._bn_record = (t, self._bn_versions())
         return samples
 
@@ -199,9 +198,8 @@ class Curve(nn.Module):
         phi(t)'s weights (trainable again) and, if it has BatchNorm layers, their statistics
         recomputed on `data` (a `Dataset`: its un-augmented train inputs; or inputs (N, ...)
         / batches), in eval mode. The object to keep, save or hand to other tools.
-        kwargs go to `modeconn.evaluation.recompute_bn` (batch_size, num_samples, exact)."""
-        from modeconn.evaluation import batchnorm_layers, recompute_bn
-
+        kwargs go to `modeconn.models.batchnorm.statistics_pass` (batch_size, num_samples,
+        exact)."""
         t = _as_t(t)
         net = copy.deepcopy(self.model)
         for name, value in self.weights(t).items():
@@ -214,7 +212,7 @@ class Curve(nn.Module):
                     f"the network has BatchNorm layers: pass data (a Dataset or train inputs) "
                     f"to recompute their statistics at t={t:g}, e.g. curve.network_at(t, data)"
                 )
-            recompute_bn(net, getattr(data, "train_x", data), **kwargs)
+            statistics_pass(net, getattr(data, "train_x", data), **kwargs)
         return net.eval()
 
     def train_output(self, x: Tensor, t: float, wd: float = 0.0) -> tuple[Tensor, Tensor]:

@@ -2,24 +2,21 @@
 
 `tensors` reads a `.npz` or `.pt` file of train/test inputs and labels (classification) or
 real-valued targets (regression); `own_file` checks the path of any such input (nothing of
-the user's is ever downloaded). `modeconn.data` registers the data set.
+the user's is ever downloaded). `modeconn.data.catalogue` registers the data set.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from modeconn.messages import a_or_an
-from modeconn.tasks import CLASSIFICATION, REGRESSION, TASKS
-
-if TYPE_CHECKING:
-    from modeconn.data import Dataset
+from modeconn._messages import a_or_an
+from modeconn.data.sets import Dataset
+from modeconn.data.tasks import CLASSIFICATION, REGRESSION, TASKS
 
 # The arrays a tensor file must hold (dataset=tensors).
 TENSOR_KEYS = ("train_x", "train_y", "test_x", "test_y")
@@ -62,7 +59,7 @@ def tensors(
     largest label + 1. task "regression": y (N, K) finite real targets (integers are cast),
     stored as float32 (N, K) like toy1d's; (N,) is read as K = 1. num_classes is then K, the
     network's output size (a given one must equal it); noise_scale is the sigma of the
-    Gaussian NLL (None: fitted at every point, `modeconn.tasks`). `root` is another name for
+    Gaussian NLL (None: fitted at every point, `modeconn.data.tasks`). `root` is another name for
     `path` (the apps pass every data set's location as its root).
     """
     if task not in TASKS:
@@ -105,7 +102,6 @@ def tensors(
         num_classes = _classes(split["train"][1], split["test"][1], num_classes, file)
     else:
         num_classes = _outputs(split["train"][1], split["test"][1], num_classes, file)
-    from modeconn.data import Dataset  # here: modeconn.data imports this module
 
     (train_x, train_y), (test_x, test_y) = split["train"], split["test"]
     return Dataset(

@@ -4,10 +4,17 @@
 - `grid`: `evaluate_grid`, the one loop over the nodes of a grid of weight points (batching,
   resume, shards, progress, NaN recording, timing), and `merge_shards`.
 - `subset`: the seeded, class-stratified evaluation subset (`eval_samples`).
-- the per-point engine (`modeconn.evaluation`: BatchNorm recompute, metrics), the vmap'd
-  engine (`modeconn.batched`) and the execution plan (`modeconn.execution`) below them.
+- the per-point engine (`modeconn.engine.point`: BatchNorm recompute, metrics), the vmap'd
+  engine (`modeconn.engine.batched`) and the execution plan (`modeconn.engine.execution`) below
+  them.
 """
 
+from modeconn.engine.batched import (
+    choose_points_per_pass,
+    evaluate_points,
+    resolve_points_per_pass,
+)
+from modeconn.engine.execution import eval_plan, fixed_threads
 from modeconn.engine.grid import (
     METRICS,
     GridValues,
@@ -18,6 +25,7 @@ from modeconn.engine.grid import (
     node_metrics,
     points_metrics,
 )
+from modeconn.engine.point import Metrics, evaluate, evaluate_point, predict, recompute_bn
 from modeconn.engine.settings import EvalSettings, resolve_settings
 from modeconn.engine.subset import eval_subset, stratified_indices
 
@@ -25,13 +33,23 @@ __all__ = [
     "METRICS",
     "EvalSettings",
     "GridValues",
+    "Metrics",
+    "choose_points_per_pass",
     "diverged_note",
+    "eval_plan",
     "eval_subset",
+    "evaluate",
     "evaluate_grid",
+    "evaluate_point",
+    "evaluate_points",
+    "fixed_threads",
     "finite_stats",
     "merge_shards",
     "node_metrics",
     "points_metrics",
+    "predict",
+    "recompute_bn",
+    "resolve_points_per_pass",
     "resolve_settings",
     "stratified_indices",
 ]

@@ -24,17 +24,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from modeconn.evaluation import (
-    Metrics,
-    RegressionMetrics,
-    batchnorm_layers,
-    batchnorm_pass,
-    check_bn_policy,
-    finish_moments,
-    merge_moments,
-    task_metrics,
-)
-from modeconn.execution import (
+from modeconn.data.tasks import CLASSIFICATION, task_of
+from modeconn.engine.execution import (
     EvalPlan,
     autocast_dtype,
     best_seconds,
@@ -42,7 +33,13 @@ from modeconn.execution import (
     forward_with,
     precision,
 )
-from modeconn.tasks import CLASSIFICATION, task_of
+from modeconn.engine.point import Metrics, RegressionMetrics, check_bn_policy, task_metrics
+from modeconn.models.batchnorm import (
+    batchnorm_layers,
+    batchnorm_pass,
+    finish_moments,
+    merge_moments,
+)
 
 
 def _stack(weights_list: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
@@ -197,7 +194,8 @@ def evaluate_points(
 
     weights_list: P name -> tensor dicts of the model's parameters (like evaluate_point's
         `weights`), all with the same names and shapes.
-    data: a `modeconn.data.Dataset`; BatchNorm statistics are recomputed for every point on
+    data: a `modeconn.data.catalogue.Dataset`; BatchNorm statistics are recomputed for every point
+    on
         its un-augmented train data (the first `bn_samples` samples, None: all) in batches of
         `bn_batch_size`, exactly as the sequential engine does (`bn_exact` picks the
         estimator, see `recompute_bn`); then each split is evaluated in eval mode.
@@ -208,7 +206,7 @@ def evaluate_points(
         bn_batch_size samples for all P points (its size fixes the result, so it is not
         scaled down).
     autocast: forward passes in lower precision ("bfloat16" or "float16"; see
-        `modeconn.execution.precision`), None: full precision.
+        `modeconn.engine.execution.precision`), None: full precision.
     bn: "recompute" (the default, above) or "fixed": no statistics pass; every point is
         evaluated with the model's current running statistics, shared by all P points.
 

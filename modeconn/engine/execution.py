@@ -4,7 +4,7 @@ These choices never change what is computed beyond float rounding (autocast asid
 opt-in and recorded): `precision` wraps passes in `torch.autocast`, `compiled` / `Runner`
 send them through `torch.compile`, and `eval_plan` gives the memory layout and evaluation
 batch size by rule (never by timing, so that a busy machine cannot change a number);
-`fixed_threads` runs a job on a given intra-op thread count. `modeconn.evaluation` builds
+`fixed_threads` runs a job on a given intra-op thread count. `modeconn.engine.point` builds
 the engine on them.
 """
 
@@ -23,12 +23,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 
-
-def forward_with(model: nn.Module, weights: Mapping[str, Tensor] | None, x: Tensor) -> Tensor:
-    return model(x) if weights is None else functional_call(model, dict(weights), (x,))
-
+from modeconn.models.batchnorm import forward_with
 
 AUTOCAST = {
     "bfloat16": torch.bfloat16,
@@ -241,7 +237,7 @@ def fixed_threads(threads: int | None = None) -> Iterator[int]:
     one trained on 2, and training grows the difference into another network. The apps run
     inside this, so that what ran before in the process (a notebook cell, a test that set
     the count) cannot change their numbers; results and checkpoints record the count
-    (`modeconn.store.environment`)."""
+    (`modeconn.io.store.environment`)."""
     threads = STARTUP_THREADS if threads is None else int(threads)
     if threads < 1:
         raise ValueError(f"threads must be an int >= 1, got {threads}")

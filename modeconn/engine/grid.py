@@ -8,7 +8,7 @@ evaluates every node once and owns, in one place, what such a job needs: nodes b
 diverged node is a result, not a gap), Ctrl-C / SIGTERM saving, timing, and the engine part
 of the result metadata and of the resume configuration. Analyses supply only the points and
 their result class, and, where a node needs more than the loss (the curvature maps of
-`modeconn.hessian_maps`), a per-point `measure` with its own value names.
+`modeconn.curvature.maps`), a per-point `measure` with its own value names.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from modeconn.batched import evaluate_points, resolve_points_per_pass
+from modeconn.curves.weights import WeightSpace
+from modeconn.data.tasks import CLASSIFICATION, gaussian_nll, metric_names, noise_variance, task_of
+from modeconn.engine.batched import evaluate_points, resolve_points_per_pass
+from modeconn.engine.execution import eval_plan
+from modeconn.engine.point import Metrics, RegressionMetrics, evaluate_point
 from modeconn.engine.settings import EvalSettings
 from modeconn.engine.subset import eval_subset
-from modeconn.evaluation import Metrics, RegressionMetrics, evaluate_point
-from modeconn.execution import eval_plan
-from modeconn.interrupt import grid_saved, save_on_interrupt
-from modeconn.store import PartialGrid, UnreadableResult, load_result
-from modeconn.tasks import CLASSIFICATION, gaussian_nll, metric_names, noise_variance, task_of
-from modeconn.weights import WeightSpace
+from modeconn.io.interrupt import grid_saved, save_on_interrupt
+from modeconn.io.store import PartialGrid, UnreadableResult, load_result
 
 log = logging.getLogger("modeconn")
 
@@ -53,7 +53,7 @@ def node_metrics(
     noise_scale: float | None = None,
 ) -> dict[str, float]:
     """The metrics of a flat weight point (D,) from its train and test results, named by
-    the task (`modeconn.tasks.metric_names`). Classification (`Metrics`): nll, error and
+    the task (`modeconn.data.tasks.metric_names`). Classification (`Metrics`): nll, error and
     loss = nll + 0.5 * wd * ||point||^2 per split. Regression (`RegressionMetrics`): mse,
     loss = mse + 0.5 * wd * ||point||^2, and the Gaussian nll 0.5 log(2 pi s2) + mse / (2 s2)
     with s2 = noise_scale^2, or (None) the maximum-likelihood fit s2 = train mse."""

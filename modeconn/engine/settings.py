@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from modeconn.execution import autocast_dtype, autocast_name, check_layout
+from modeconn.engine.execution import autocast_dtype, autocast_name, check_layout
 
 AUTO = "auto"
 
@@ -49,7 +49,7 @@ class EvalSettings:
     eval_seed: the seed of that subset.
     bn: "recompute" (default): BatchNorm statistics recomputed at every point from the train
         data; "fixed": every point evaluated with the model's current running statistics
-        (Li et al.'s centre statistics; `modeconn.surface` sets it for `bn="origin"`).
+        (Li et al.'s centre statistics; `modeconn.landscape.surface` sets it for `bn="origin"`).
     """
 
     bn_samples: int | None = None
@@ -68,7 +68,7 @@ class EvalSettings:
         set_(self, "bn_samples", _positive_or_none("bn_samples", self.bn_samples))
         set_(self, "batch_size", _positive_or_none("batch_size", self.batch_size))
         check_layout(self.layout)
-        from modeconn.batched import check_points_per_pass
+        from modeconn.engine.batched import check_points_per_pass
 
         set_(self, "points_per_pass", check_points_per_pass(self.points_per_pass))
         autocast_dtype(self.autocast)  # an unknown name fails here, with the valid ones
@@ -89,7 +89,7 @@ class EvalSettings:
         else:
             samples = _positive_or_none("eval_samples", samples)
         set_(self, "eval_samples", samples)
-        from modeconn.evaluation import check_bn_policy
+        from modeconn.engine.point import check_bn_policy
 
         check_bn_policy(self.bn)
         set_(self, "bn_exact", bool(self.bn_exact))

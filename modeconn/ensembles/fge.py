@@ -4,7 +4,7 @@ SGD from one trained network with a cyclical learning rate, one snapshot every t
 reaches its minimum; the ensemble of snapshots matches independently trained networks at a
 fraction of the cost. Every snapshot is evaluated as every weight point is: BatchNorm
 statistics recomputed on the un-augmented train data, then predictions on the test set, the
-members' probabilities averaged (`modeconn.ensembles`).
+members' probabilities averaged (`modeconn.ensembles.along_curve`).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from modeconn.evaluation import metrics
-from modeconn.members import Member, alone, point_member, score_name, together
-from modeconn.store import SavedResult
-from modeconn.tasks import CLASSIFICATION, MetricColumns, check_task, task_loss, task_of
+from modeconn.curves.weights import fingerprint
+from modeconn.data.tasks import CLASSIFICATION, MetricColumns, check_task, task_loss, task_of
+from modeconn.engine.point import metrics
+from modeconn.ensembles.members import Member, alone, point_member, score_name, together
+from modeconn.io.store import SavedResult
 from modeconn.training import TrainConfig, fit
-from modeconn.weights import fingerprint
 
 
 def fge_lr(epoch: float, cycle: float, lr1: float, lr2: float) -> float:

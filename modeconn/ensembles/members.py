@@ -9,7 +9,7 @@ it on the un-augmented train data first):
 - regression: its test predictions (N, K) and its noise variance sigma^2 (the data set's
   noise_scale^2, or the member's own train mse: the maximum-likelihood fit); an ensemble
   averages predictions (reported: their mse) and its NLL is that of the equal-weight mixture
-  of the members' Gaussians (`modeconn.tasks.mixture_nll`); members differ by the mean
+  of the members' Gaussians (`modeconn.data.tasks.mixture_nll`); members differ by the mean
   squared difference of their predictions and by the KL divergence of their Gaussians.
 
 `columns(task)` names what `compare` returns for a point against w1.
@@ -24,9 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from modeconn.evaluation import metrics, predict, prepare_point, regression_metrics
-from modeconn.execution import eval_plan
-from modeconn.tasks import (
+from modeconn.data.tasks import (
     CLASSIFICATION,
     gaussian_nll,
     mixture_nll,
@@ -34,6 +32,9 @@ from modeconn.tasks import (
     targets_like,
     task_of,
 )
+from modeconn.engine.execution import eval_plan
+from modeconn.engine.point import metrics, predict, prepare_point, regression_metrics
+from modeconn.ensembles.measures import disagreement, kl_divergence
 
 _COLUMNS = {
     CLASSIFICATION: (
@@ -146,7 +147,6 @@ def gaussian_kl(a: Member, b: Member) -> float:
 
 def compare(task: str, w1: Member, member: Member, y: Tensor) -> list[float]:
     """The `columns(task)` of `member` against w1: alone, ensembled with w1, diversity."""
-    from modeconn.ensembles import disagreement, kl_divergence  # the classification measures
 
     diversity: list[float]
     if task == CLASSIFICATION:

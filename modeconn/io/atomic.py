@@ -4,7 +4,7 @@ A crash leaves either the old file or the new one, never a half-written one; fil
 together (a result's .npz and .json) are renamed only when all of them are complete. The files
 get the permission bits a normal write would give them (the umask's), not the 0600 of a
 temporary file. Results, partial grids and checkpoints are written through here
-(`modeconn.store`, `modeconn.checkpoints`).
+(`modeconn.io.store`, `modeconn.io.checkpoints`).
 """
 
 from __future__ import annotations

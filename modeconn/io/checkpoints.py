@@ -25,12 +25,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from modeconn.curves import Curve, build_curve
-from modeconn.messages import a_or_an
+from modeconn._messages import a_or_an
+from modeconn.curves.family import Curve, build_curve
+from modeconn.curves.weights import WeightSpace
+from modeconn.io.store import atomic_write, environment, plain_meta
+from modeconn.io.torch_files import UnreadableCheckpoint, read_torch_file
 from modeconn.models import build_model
-from modeconn.store import atomic_write, environment, plain_meta
-from modeconn.torch_files import UnreadableCheckpoint, read_torch_file
-from modeconn.weights import WeightSpace
 
 log = logging.getLogger("modeconn")
 
@@ -277,13 +277,13 @@ def _plain_state(payload: Any) -> tuple[dict[str, Tensor], str] | None:
 
 
 def _is_2018(payload: Mapping[str, Any]) -> bool:
-    from modeconn.models.legacy import is_2018_checkpoint  # lazily: it imports the curves
+    from modeconn.io.legacy import is_2018_checkpoint  # lazily: it imports the curves
 
     return is_2018_checkpoint(payload)
 
 
 def _convert_2018(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
-    from modeconn.models.legacy import convert_2018_endpoint
+    from modeconn.io.legacy import convert_2018_endpoint
 
     return convert_2018_endpoint(state, model)
 
@@ -376,8 +376,8 @@ def _is_2018_curve(payload: Any) -> bool:
 
 
 def _load_2018_curve(path: Path, payload: Mapping, given: Mapping[str, Any]):
-    from modeconn.curves import curve_args
-    from modeconn.models.legacy import load_2018_curve
+    from modeconn.curves.family import curve_args
+    from modeconn.io.legacy import load_2018_curve
 
     if any(given.get(k) is None for k in ("model", "num_classes", "input_shape")):
         raise ValueError(

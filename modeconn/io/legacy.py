@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from modeconn.models.vgg import VGG
 
 if TYPE_CHECKING:
-    from modeconn.curves import Curve
+    from modeconn.curves.family import Curve
 
 _CURVE_KEY = re.compile(r"^(?P<base>.*(?:^|\.)(?:weight|bias))_(?P<index>\d+)$")
 _BN_2018_VGG = re.compile(r"(?:^|\.)layer_blocks\.\d+\.\d+\.running_mean$")
@@ -69,7 +69,7 @@ def convert_2018_endpoint(state: Mapping[str, Tensor], model: nn.Module) -> dict
     if curve_keys:
         raise ValueError(
             f"this 2018 state holds curve control points ('{curve_keys[0]}'): it is a curve "
-            "network, load it with modeconn.models.legacy.load_2018_curve"
+            "network, load it with modeconn.io.legacy.load_2018_curve"
         )
     _refuse_2018_vgg16bn(state, model)
     return _match([(k, v, v) for k, v in state.items()], model)
@@ -87,7 +87,7 @@ def load_2018_curve(
     must agree with them. The running BatchNorm statistics stored with the curve are copied into
     `curve.model` (the engine recomputes them at every t in any case).
     """
-    from modeconn.curves import build_curve  # the layer above models/: imported on use
+    from modeconn.curves.family import build_curve  # the layer above models/: imported on use
 
     state = read_2018_state(source)
     coeff = {k[len("coeff_layer.") :] for k in state if k.startswith("coeff_layer.")}

@@ -1,11 +1,11 @@
 """Results as .npz + .json, and the partial grids of long jobs, in files that survive crashes.
 
-Every write is atomic (`modeconn.atomic`: a temporary file renamed only once complete, a
+Every write is atomic (`modeconn.io.atomic`: a temporary file renamed only once complete, a
 result's .npz and .json together, with normal permission bits). Results open without modeconn
 (`numpy.load`, `json.load`). A result that cannot be read (cut short by a crash or a full
 disk, or garbage) is `UnreadableResult`, naming the file; jobs set such files aside
 (`set_aside`: renamed to `<name>.corrupt`) and start afresh, saying so in one line.
-Checkpoints are in `modeconn.checkpoints`.
+Checkpoints are in `modeconn.io.checkpoints`.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from modeconn.atomic import atomic_write, atomic_write_all, os_error
-from modeconn.messages import a_or_an
-from modeconn.torch_files import one_line
+from modeconn._messages import a_or_an
+from modeconn.io.atomic import atomic_write, atomic_write_all, os_error
+from modeconn.io.torch_files import one_line
 
 __all__ = [
     "PartialGrid",
     "SavedResult",
     "UnreadableResult",
-    "atomic_write",  # written in modeconn.atomic, imported from here as ever
+    "atomic_write",  # written in modeconn.io.atomic, imported from here as ever
     "atomic_write_all",
     "load_result",
     "plain_meta",
@@ -50,10 +50,10 @@ def versions() -> dict[str, str]:
 
     import numpy
 
-    import modeconn
+    from modeconn._version import __version__
 
     return {
-        "modeconn": modeconn.__version__,
+        "modeconn": __version__,
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "python": platform.python_version(),

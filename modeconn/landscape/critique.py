@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from modeconn.directions import (
+from modeconn.engine import EvalSettings
+from modeconn.landscape.directions import (
     principal_directions,
     qr_directions,
     random_direction,
     zca_directions,
 )
-from modeconn.engine import EvalSettings
-from modeconn.surface import SurfaceResult, evaluate_surface
+from modeconn.landscape.surface import SurfaceResult, evaluate_surface
 
 # family(net, seed, norm, ignore) -> two directions
 FAMILIES: dict[str, Callable[..., list[Tensor]]] = {

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from modeconn.weights import StateLike, WeightSpace
+from modeconn.curves.weights import StateLike, WeightSpace
 
 NORMS = ("filter", "layer", "weight", None)
 IGNORES = ("biasbn", None)

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from modeconn.curves import Curve, curve_args
+from modeconn.curves.family import Curve, curve_args
+from modeconn.curves.weights import WeightSpace, fingerprint
 from modeconn.engine import EvalSettings
-from modeconn.evaluation import batchnorm_layers, prepare_point
-from modeconn.weights import WeightSpace, fingerprint
+from modeconn.engine.point import batchnorm_layers, prepare_point
 
 log = logging.getLogger("modeconn")
 

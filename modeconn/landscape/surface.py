@@ -41,8 +41,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from modeconn.curves.weights import WeightSpace, fingerprint
+from modeconn.data.tasks import CLASSIFICATION, MetricColumns, task_of
 from modeconn.engine import EvalSettings, evaluate_grid, finite_stats, resolve_settings
-from modeconn.origin import (
+from modeconn.io.store import PartialGrid, SavedResult, plain_meta
+from modeconn.landscape.origin import (
     Centre,
     OriginLike,
     buffers_restored,
@@ -50,9 +53,6 @@ from modeconn.origin import (
     resolve_origin,
     statistics_fingerprint,
 )
-from modeconn.store import PartialGrid, SavedResult, plain_meta
-from modeconn.tasks import CLASSIFICATION, MetricColumns, task_of
-from modeconn.weights import WeightSpace, fingerprint
 
 log = logging.getLogger("modeconn")
 
@@ -87,7 +87,7 @@ class _AroundResult(MetricColumns, SavedResult):
 class SurfaceResult(_AroundResult):
     """Metrics on a Gx x Gy grid around an origin: metric[i, j] is at origin + x[i] d1 + y[j] d2.
 
-    The metrics are the data set's task's (`modeconn.tasks.metric_names`), read as attributes
+    The metrics are the data set's task's (`modeconn.data.tasks.metric_names`), read as attributes
     (`result.train_loss`, `result.test_error`); losses include 0.5 * wd * ||w||^2 (the nll
     columns are Li et al.'s loss), errors are in percent. x (Gx,), y (Gy,): coordinates in
     direction units. direction_scale (2,): ||d1|| / ||origin||, ||d2|| / ||origin||.

@@ -3,7 +3,7 @@
 Every function takes a result object and only reads its attributes (numpy arrays and floats), so
 `PathResult`, `PlaneResult`, `EnsembleResult` and `FGEResult` work, and so does anything with the
 same fields. Every function returns a `matplotlib.figure.Figure`; `save_figure` writes it.
-Errors are in percent, as `modeconn.evaluation` reports them. Labels and default metrics
+Errors are in percent, as `modeconn.engine.point` reports them. Labels and default metrics
 follow a result's task (`result.task`: classification error, regression MSE).
 
 One module per figure family: `plane`, `path`, `ensembles`, `functions` (the predictive

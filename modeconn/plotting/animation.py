@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from modeconn.plotting.common import metric_label
 from modeconn.plotting.surface import contour_levels
 from modeconn.plotting.trajectory import axis_labels, draw_landscape, draw_path, draw_regions
-from modeconn.trajectory import frame_indices
+from modeconn.trajectory.pca import frame_indices
 
 
 def save_animation(

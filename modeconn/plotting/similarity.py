@@ -1,4 +1,4 @@
-"""Figures of representation similarity (`modeconn.representations.SimilarityResult`).
+"""Figures of representation similarity (`modeconn.similarity.analyses.SimilarityResult`).
 
 - `plot_layer_similarity`: the layer x layer heat map of two networks (rows: network a's
   layers from the input at the bottom; columns: network b's, input at the left), one cell
@@ -22,7 +22,7 @@ from modeconn.plotting.common import _suptitle
 
 
 def _label(result: Any) -> str:
-    from modeconn.similarity import MEASURE_LABELS
+    from modeconn.similarity.measures import MEASURE_LABELS
 
     meta = result.meta or {}
     name = MEASURE_LABELS.get(meta.get("measure", ""), str(meta.get("measure", "similarity")))

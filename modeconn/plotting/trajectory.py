@@ -4,7 +4,7 @@ contour value under the projection), several runs on one fixed plane, decision r
 2-D classifier, and the gallery of the trajectory post's grid of networks.
 
 Inputs are `TrajectoryResult` and `SurfaceResult` objects (or anything with their fields);
-decision regions come precomputed (`modeconn.trajectory.decision_regions`): plotting does no
+decision regions come precomputed (`modeconn.trajectory.pca.decision_regions`): plotting does no
 math.
 """
 

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from modeconn.weights import WeightSpace
+from modeconn.curves.weights import WeightSpace
 
 POLICIES = ("flatten", "positions", "avgpool", "dft")
 OUTPUT = "output"  # the network's own output, as a layer
@@ -131,7 +131,7 @@ def network_at(
     """A copy of `model` at `weights` (a flat (D,) vector in `WeightSpace.from_module(model)`
     order, or a state dict; None: its own), BatchNorm statistics recomputed on `data` (a
     Dataset's train inputs, or inputs (N, ...)) when it has BatchNorm layers, in eval mode."""
-    from modeconn.evaluation import batchnorm_layers, recompute_bn
+    from modeconn.engine.point import batchnorm_layers, recompute_bn
 
     net = copy.deepcopy(model)
     if weights is not None:

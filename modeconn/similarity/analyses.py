@@ -31,10 +31,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from modeconn.activations import LayerSpec, collect_activations, network_at, stream_activations
-from modeconn.similarity import measure_of, permutation_baseline
-from modeconn.similarity_cka import MinibatchCKA
-from modeconn.store import SavedResult, plain_meta
+from modeconn.io.store import SavedResult, plain_meta
+from modeconn.similarity.activations import (
+    LayerSpec,
+    collect_activations,
+    network_at,
+    stream_activations,
+)
+from modeconn.similarity.cka import MinibatchCKA
+from modeconn.similarity.measures import measure_of, permutation_baseline
 
 TRAINING_FRACTIONS = (0.0, 0.35, 0.75, 1.0)
 CURVE_TS = tuple(np.linspace(0.0, 1.0, 11).tolist())  # t = 0, 0.1, ..., 1
@@ -199,7 +204,7 @@ def along_curve(
     """values[path, k, layer, ref]: measure(phi(t_k)'s layer, w_ref's layer), ref 0 = w1
     (t=0), 1 = w2 (t=1); path 0 is `curve`, path 1 (if `line`) the straight line between its
     endpoints. BatchNorm statistics are recomputed at every point on `data`'s train inputs."""
-    from modeconn.curves import Line
+    from modeconn.curves.family import Line
 
     options = dict(options or {})
     fn = measure_of(measure, **options)

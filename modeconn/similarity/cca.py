@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from modeconn.similarity_inputs import ArrayLike, as_pair, degenerate
+from modeconn.similarity.inputs import ArrayLike, as_pair, degenerate
 
 RANK_RTOL = 1e-10  # directions with s² below this fraction of the largest are not directions
 

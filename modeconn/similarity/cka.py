@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from modeconn.similarity_inputs import ArrayLike, as_pair, centred, degenerate
+from modeconn.similarity.inputs import ArrayLike, as_pair, centred, degenerate
 
 
 def linear_products(xc: Tensor, yc: Tensor) -> tuple[Tensor, Tensor, Tensor]:

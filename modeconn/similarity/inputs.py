@@ -2,7 +2,8 @@
 
 A representation is a matrix (n, features): one row per sample (input), one column per
 neuron (a conv layer is first turned into such a matrix by a policy of
-`modeconn.activations`). Measures take torch tensors or numpy arrays, compute in float64 on
+`modeconn.similarity.activations`). Measures take torch tensors or numpy arrays, compute in float64
+on
 the tensor's device, and centre the features themselves.
 
 Degenerate inputs (a constant or dead layer, fewer samples than the measure needs, a self-
@@ -34,8 +35,8 @@ def as_matrix(x: ArrayLike, which: str = "X") -> Tensor:
     if t.ndim != 2:
         raise ValueError(
             f"{which} must be a (n, features) matrix, got shape {tuple(t.shape)}; turn a conv "
-            "layer into one with a policy of modeconn.activations (flatten, positions, avgpool, "
-            "dft) or x.flatten(1)"
+            "layer into one with a policy of modeconn.similarity.activations (flatten, "
+            "positions, avgpool, dft) or x.flatten(1)"
         )
     if t.is_complex():
         raise ValueError(f"{which} is complex; pass real features (e.g. the real DFT policy)")

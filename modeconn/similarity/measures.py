@@ -7,13 +7,13 @@ rows, centres them and computes in float64:
     linear_cka(X, Y)    rbf_cka(X, Y, threshold=1.0)    debiased_cka(X, Y)
     minibatch_cka(X, Y, batch_size=256)
 
-Definitions and their sources: `modeconn.similarity_cca` (CCA, SVCCA, PWCCA, and `Moments`
-to stream them over batches) and `modeconn.similarity_cka` (the CKA family, and
+Definitions and their sources: `modeconn.similarity.cca` (CCA, SVCCA, PWCCA, and `Moments`
+to stream them over batches) and `modeconn.similarity.cka` (the CKA family, and
 `MinibatchCKA` to stream it). Degenerate inputs give NaN with a `SimilarityWarning` naming
-the layer (`modeconn.similarity_inputs`).
+the layer (`modeconn.similarity.inputs`).
 
 `MEASURES` maps a name to a function (X, Y, layer=None, **options) -> float, the form the
-analyses of `modeconn.representations` take; `permutation_baseline` says what "similar"
+analyses of `modeconn.similarity.analyses` take; `permutation_baseline` says what "similar"
 means for a layer: the measure between X and Y with the rows of Y shuffled (pairs of
 unrelated samples), which for few samples and wide layers is far from 0.
 """
@@ -25,15 +25,15 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from modeconn.similarity_cca import Moments, cca, pwcca, svcca
-from modeconn.similarity_cka import (
+from modeconn.similarity.cca import Moments, cca, pwcca, svcca
+from modeconn.similarity.cka import (
     MinibatchCKA,
     debiased_cka,
     linear_cka,
     minibatch_cka,
     rbf_cka,
 )
-from modeconn.similarity_inputs import ArrayLike, SimilarityWarning, as_pair
+from modeconn.similarity.inputs import ArrayLike, SimilarityWarning, as_pair
 
 Measure = Callable[..., float]
 

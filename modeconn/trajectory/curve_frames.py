@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from modeconn.curves import Curve
+from modeconn.curves.family import Curve
 from modeconn.engine import EvalSettings
 from modeconn.plane import Plane, PlaneResult, evaluate_plane
-from modeconn.trajectory import frame_indices
-from modeconn.trajectory_store import TrajectoryStore
+from modeconn.trajectory.pca import frame_indices
+from modeconn.trajectory.recorder import TrajectoryStore
 
 
 def curve_training_planes(

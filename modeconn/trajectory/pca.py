@@ -43,13 +43,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from modeconn.directions import random_direction
+from modeconn.curves.weights import WeightSpace
+from modeconn.data.tasks import CLASSIFICATION, task_of
 from modeconn.engine import EvalSettings, evaluate_grid, resolve_settings
-from modeconn.store import PartialGrid, SavedResult, plain_meta
-from modeconn.surface import SurfaceResult, evaluate_surface
-from modeconn.tasks import CLASSIFICATION, task_of
-from modeconn.trajectory_store import TrajectoryStore
-from modeconn.weights import WeightSpace
+from modeconn.io.store import PartialGrid, SavedResult, plain_meta
+from modeconn.landscape.directions import random_direction
+from modeconn.landscape.surface import SurfaceResult, evaluate_surface
+from modeconn.trajectory.recorder import TrajectoryStore
 
 PointsLike = Tensor | np.ndarray | TrajectoryStore
 _BLOCK = 1 << 16  # columns (or rows x columns / T) per block: memory is O(T * _BLOCK)

@@ -35,9 +35,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from modeconn.curves import Curve
-from modeconn.store import atomic_write, plain_meta
-from modeconn.weights import WeightSpace
+from modeconn.curves.family import Curve
+from modeconn.curves.weights import WeightSpace
+from modeconn.io.store import atomic_write, plain_meta
 
 INDEX_DTYPE = np.dtype([("step", "<i8"), ("loss", "<f8")])
 
