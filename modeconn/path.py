@@ -24,15 +24,16 @@ import torch
 
 from modeconn.curves.family import Curve, curve_args
 from modeconn.curves.weights import WeightSpace, fingerprint
-from modeconn.data.tasks import CLASSIFICATION, MetricColumns, barrier_metrics, task_of
+from modeconn.data.tasks import CLASSIFICATION, barrier_metrics, task_of
 from modeconn.engine import (
     METRICS,  # noqa: F401 (the classification metrics, imported from here by users)
     EvalSettings,
+    GridResult,
     evaluate_grid,
     finite_stats,
     resolve_settings,
 )
-from modeconn.io.store import PartialGrid, SavedResult, plain_meta
+from modeconn.io.store import PartialGrid
 
 # Barrier definitions in use (both on the same sampled profile L(t)):
 BARRIERS = {
@@ -100,7 +101,7 @@ def weighted_mean(values: np.ndarray, lengths: np.ndarray, ts: np.ndarray) -> fl
 
 
 @dataclass(eq=False, init=False)
-class PathResult(MetricColumns, SavedResult):
+class PathResult(GridResult):
     """Metrics at T points along a curve; each metric is a (T,) float64 array.
 
     The metrics are the data set's task's (`modeconn.data.tasks.metric_names`), read as
@@ -121,27 +122,13 @@ class PathResult(MetricColumns, SavedResult):
     meta: dict[str, Any] = field(default_factory=dict)
 
     result_kind: ClassVar[str] = "PathResult"
+    axes: ClassVar[tuple[str, ...]] = ("ts",)
 
-    def __init__(
-        self,
-        ts: Any,
-        arc_length: Any,
-        *,
-        task: str = CLASSIFICATION,
-        values: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        **metrics: Any,
-    ) -> None:
-        self.ts = np.asarray(ts, dtype=np.float64)
-        self.arc_length = np.asarray(arc_length, dtype=np.float64)
-        self._set_values(task, values, metrics)
+    def _set_fields(self, arc_length: Any) -> None:
         n = len(self.ts)
-        for name, value in self.values.items():
-            if value.shape != (n,):
-                raise ValueError(f"{name} must have shape ({n},), got {value.shape}")
+        self.arc_length = np.asarray(arc_length, dtype=np.float64)
         if self.arc_length.shape != (max(n - 1, 0),):
             raise ValueError(f"arc_length must have shape ({n - 1},), got {self.arc_length.shape}")
-        self.meta = plain_meta(meta or {})
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Per metric: min, max and mean over the finite values, how many points are NaN or

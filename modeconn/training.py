@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from modeconn.curves.family import Curve, curve_args
 from modeconn.data.tasks import CLASSIFICATION, batch_score, task_loss, task_of
+from modeconn.engine.ranks import Ranks
 from modeconn.io.checkpoints import resume_checkpoint, save_checkpoint
 from modeconn.io.interrupt import save_on_interrupt
 from modeconn.io.run_state import (
@@ -154,23 +154,10 @@ def fit(
 
     check_finite_params(module, params, result.checkpoint)
 
-    # Under torchrun: every rank draws the same order and the same t (same generator), takes
-    # its share x[rank::world] of each batch, and DistributedDataParallel averages the
-    # gradients. Each rank's loss is scaled by world * share / batch before the backward
-    # pass, so the average is the gradient of the whole batch's mean loss: the run equals one
-    # process with the same batch size even when the batch does not split evenly.
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    rank = dist.get_rank() if world > 1 else 0
+    ranks = Ranks.current()  # under torchrun: each rank's share of every batch (engine/ranks)
+    rank = ranks.rank
     device = params[0].device if params else next(module.buffers()).device
-    net = module
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(
-            module,
-            device_ids=[device] if device.type == "cuda" else None,
-            broadcast_buffers=broadcast_buffers,
-        )
+    net = ranks.wrap(module, device, broadcast_buffers)
 
     def payload(epoch: int) -> tuple:
         """What a checkpoint at the end of `epoch` holds, copied (a snapshot stays valid
@@ -239,18 +226,9 @@ def fit(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                scale, counted = 1.0, True
-                if world > 1:
-                    if len(y) >= world:
-                        scale = world * len(y[rank::world]) / len(y)
-                        x, y = x[rank::world], y[rank::world]
-                    else:  # a last batch smaller than the number of ranks: all ranks take it whole
-                        counted = rank == 0
+                x, y, scale, counted = ranks.share(x, y)
                 loss, logits = step(net, x, y, generator)
-                value = loss.detach()
-                if world > 1:  # every rank stops together, never one alone in a collective
-                    value = value.clone()
-                    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+                value = ranks.largest(loss.detach())
                 if not torch.isfinite(value):
                     raise FloatingPointError(
                         f"the training loss became {value.item()} at epoch {epoch + 1}, step "
@@ -270,10 +248,9 @@ def fit(
                     loss_sum += loss.item() * len(y)
                     score += batch_score(task, logits, y)  # wrong predictions, or sum of mse
                     seen += len(y)
-            if world > 1:
-                totals = torch.tensor([loss_sum, score, seen], dtype=torch.float64, device=device)
-                dist.all_reduce(totals)
-                loss_sum, score, seen = totals[0].item(), totals[1].item(), int(totals[2].item())
+            if ranks.world > 1:
+                loss_sum, score, seen = ranks.sums([loss_sum, score, seen], device)
+                seen = int(seen)
             record = {
                 "epoch": epoch + 1,
                 "lr": lr,

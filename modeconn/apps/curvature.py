@@ -30,7 +30,7 @@ from modeconn.apps.common import (
     plain,
     run_app,
 )
-from modeconn.apps.outputs import guard_result, job_meta
+from modeconn.apps.outputs import finish, guard_result, job_meta
 from modeconn.curvature.density import slq
 from modeconn.curvature.hessian import (
     HessianSettings,
@@ -175,13 +175,16 @@ def run(cfg: DictConfig):
         save_every_s=cfg.save_every_s,
     )
     result.meta["directions"] = cfg.directions.family
-    job_meta(result, job).save(out / name)
-    save_figure(plot_curvature_map(result, model=model_name), out / name)
-    log.info(
-        "%s: |lambda_min/lambda_max| %.3g .. %.3g", name, result.ratio.min(), result.ratio.max()
+    return finish(
+        result,
+        job,
+        out / name,
+        plot_curvature_map(result, model=model_name),
+        "%s: |lambda_min/lambda_max| %.3g .. %.3g",
+        name,
+        result.ratio.min(),
+        result.ratio.max(),
     )
-    log.info("results in %s", out)
-    return result
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="curvature")

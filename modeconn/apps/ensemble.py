@@ -11,14 +11,13 @@ from modeconn.apps.common import (
     app_run,
     engine_settings,
     load_curve_and_data,
-    log,
     out_dir,
     run_app,
 )
-from modeconn.apps.outputs import guard_result, job_meta
+from modeconn.apps.outputs import finish, guard_result, reported_score
 from modeconn.curves.weights import fingerprint
 from modeconn.ensembles.along_curve import EnsembleResult, ensembles_along_curve
-from modeconn.plotting import plot_ensembles, save_figure
+from modeconn.plotting import plot_ensembles
 
 
 @app_run
@@ -45,17 +44,15 @@ def run(cfg: DictConfig) -> EnsembleResult:
         compile=settings.compile,
         layout=settings.layout,
     )
-    job_meta(result, job).save(out / "ensembles")
-    save_figure(plot_ensembles(result, model=ckpt.meta.get("model")), out / "ensembles")
-    score = "error" if result.task == "classification" else "mse"  # the task's test score
+    score = reported_score(result.task)
     start, reference = getattr(result, f"start_{score}"), getattr(result, f"reference_{score}")
     if score == "error":
         line = "w1 alone %.2f %% test error; {w1, phi(0.5)} %.2f %%; {w1, w2} %.2f %%"
     else:
         line = "w1 alone %.4f test mse; {w1, phi(0.5)} %.4f; {w1, w2} %.4f"
-    log.info(line, start, start - result.ensemble_gain(0.5), reference)
-    log.info("results in %s", out)
-    return result
+    figure = plot_ensembles(result, model=ckpt.meta.get("model"))
+    mid = start - result.ensemble_gain(0.5)
+    return finish(result, job, out / "ensembles", figure, line, start, mid, reference)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="ensemble")

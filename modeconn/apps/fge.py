@@ -14,17 +14,16 @@ from modeconn.apps.common import (
     app_run,
     dataset_from,
     engine_settings,
-    log,
     named_endpoints,
     out_dir,
     pick_device,
     run_app,
 )
-from modeconn.apps.outputs import guard_result, job_meta
+from modeconn.apps.outputs import finish, guard_result, reported_score
 from modeconn.curves.weights import fingerprint
 from modeconn.ensembles.fge import FGEResult, fge
 from modeconn.io.checkpoints import load_endpoint
-from modeconn.plotting import plot_fge, save_figure
+from modeconn.plotting import plot_fge
 
 
 @app_run
@@ -61,19 +60,15 @@ def run(cfg: DictConfig) -> FGEResult:
         progress=cfg.progress,
         checkpoint=cfg.checkpoint or out / "fge-run.pt",
     )
-    job_meta(result, job).save(out / "fge")
-    save_figure(plot_fge(result, model=ckpt.meta.get("model")), out / "fge")
-    score = "error" if result.task == "classification" else "mse"  # the task's test score
-    log.info(
-        "FGE: start %.2f %% test error -> ensemble of %d snapshots %.2f %%"
-        if score == "error"
-        else "FGE: start %.4f test mse -> ensemble of %d snapshots %.4f",
-        getattr(result, f"start_{score}"),
-        len(result.snapshot_epochs),
-        getattr(result, f"ensemble_{score}")[-1],
-    )
-    log.info("results in %s", out)
-    return result
+    score = reported_score(result.task)
+    if score == "error":
+        line = "FGE: start %.2f %% test error -> ensemble of %d snapshots %.2f %%"
+    else:
+        line = "FGE: start %.4f test mse -> ensemble of %d snapshots %.4f"
+    start, members = getattr(result, f"start_{score}"), len(result.snapshot_epochs)
+    ensemble = getattr(result, f"ensemble_{score}")[-1]
+    figure = plot_fge(result, model=ckpt.meta.get("model"))
+    return finish(result, job, out / "fge", figure, line, start, members, ensemble)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="fge")

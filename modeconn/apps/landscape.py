@@ -18,15 +18,14 @@ from modeconn.apps.common import (
     config_directions,
     engine_settings,
     load_point_checkpoint,
-    log,
     out_dir,
     plain,
     run_app,
 )
-from modeconn.apps.outputs import guard_result, job_meta
+from modeconn.apps.outputs import finish, guard_result
 from modeconn.curves.weights import fingerprint
 from modeconn.landscape.surface import evaluate_line, evaluate_surface
-from modeconn.plotting import plot_contour, plot_line, save_figure
+from modeconn.plotting import plot_contour, plot_line
 
 
 @app_run
@@ -74,11 +73,8 @@ def run(cfg: DictConfig):
             model, origin, directions[0], data, points=grid, span=plain(cfg.span), **kw
         )
         figure = plot_line(result, model=ckpt.meta.get("model"))
-    job_meta(result, job).save(out / name)
-    save_figure(figure, out / name)
-    log.info("%s: train loss %.4f .. %.4f", name, result.train_loss.min(), result.train_loss.max())
-    log.info("results in %s", out)
-    return result
+    low, high = result.train_loss.min(), result.train_loss.max()
+    return finish(result, job, out / name, figure, "%s: train loss %.4f .. %.4f", name, low, high)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="landscape")

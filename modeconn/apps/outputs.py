@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from modeconn.io.store import plain_meta, read_or_set_aside
+from modeconn.plotting import save_figure
+
+log = logging.getLogger("modeconn")
 
 
 def args_tag(args: Mapping[str, Any] | None, limit: int = 40) -> str:
@@ -98,4 +102,23 @@ def guard_result(path: Path, job: Mapping[str, Any], overwrite: bool) -> None:
 def job_meta(result: Any, job: Mapping[str, Any]) -> Any:
     """Record `job` in a result's metadata (what `guard_result` compares); returns it."""
     result.meta["job"] = plain_meta(job)
+    return result
+
+
+def reported_score(task: str) -> str:
+    """The test score an app's log line reports: the error of a classification task, the
+    mse of a regression one."""
+    return "error" if task == "classification" else "mse"
+
+
+def finish(result: Any, job: Mapping[str, Any], path: Path, figure: Any = None, *line: Any) -> Any:
+    """An app's ending: `result` saved as `path` (.npz + .json) with its `job` recorded
+    (`job_meta`), its `figure` beside it (`path`.png and .pdf), one log line (`line`: a
+    format and its arguments) and where the results are. Returns `result`."""
+    job_meta(result, job).save(path)
+    if figure is not None:
+        save_figure(figure, path)
+    if line:
+        log.info(*line)
+    log.info("results in %s", Path(path).parent)
     return result

@@ -27,18 +27,16 @@ from modeconn.apps.common import (
     app_run,
     dataset_from,
     dataset_options,
-    log,
     out_dir,
     pick_device,
     plain,
     run_app,
     train_config,
 )
-from modeconn.apps.outputs import guard_result, job_meta
+from modeconn.apps.outputs import finish, guard_result
 from modeconn.curves.weights import fingerprint
 from modeconn.io.checkpoints import load_curve, load_endpoint
 from modeconn.models import build_model
-from modeconn.plotting import save_figure
 from modeconn.plotting.similarity import (
     plot_along_curve,
     plot_class_wise,
@@ -140,10 +138,7 @@ def run(cfg: DictConfig):
     }
     guard_result(out / name, job, cfg.get("overwrite", False))
     result.meta.update({"dataset": data.name, "model": model_name})
-    job_meta(result, job).save(out / name)
-    save_figure(plot(result), out / name)
-    log.info("%s: %s in %s", name, result.values.shape, out)
-    return result
+    return finish(result, job, out / name, plot(result), "%s: %s", name, result.values.shape)
 
 
 def _training(cfg: DictConfig, device, common: dict):

@@ -34,10 +34,10 @@ from modeconn.curvature.hessian import HessianSettings, curvature_along, extreme
 from modeconn.curvature.hvp import hessian_operator
 from modeconn.curves.family import Curve, curve_args
 from modeconn.curves.weights import WeightSpace
-from modeconn.data.tasks import CLASSIFICATION, MetricColumns, metric_names, task_of
-from modeconn.engine import EvalSettings, finite_stats, resolve_settings
+from modeconn.data.tasks import CLASSIFICATION, metric_names, task_of
+from modeconn.engine import EvalSettings, GridResult, resolve_settings
 from modeconn.engine.grid import Measure
-from modeconn.io.store import PartialGrid, SavedResult, plain_meta
+from modeconn.io.store import PartialGrid
 from modeconn.landscape.origin import OriginLike, buffers_restored, resolve_origin
 from modeconn.landscape.surface import SurfaceResult, check_directions, grid_around, grid_axes
 from modeconn.path import path_grid, t_values
@@ -107,20 +107,6 @@ class _CurvatureValues:
         return base + tuple(k for k in given if k not in base)
 
 
-class _Curvature(_CurvatureValues, MetricColumns, SavedResult):
-    def _fill(self, task: str, values: Mapping[str, Any] | None, metrics, meta, shape) -> None:
-        given = {**(values or {}), **metrics}
-        self._set_values(task, given, {}, self._names(task, given))
-        for name, value in self.values.items():
-            if np.shape(value) != shape:
-                raise ValueError(f"{name} must have shape {shape}, got {np.shape(value)}")
-        self.meta = plain_meta(meta or {})
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        """Per value: min, max, mean over the finite nodes and the number of NaN/inf ones."""
-        return {name: finite_stats(values) for name, values in self.values.items()}
-
-
 @dataclass(eq=False, init=False)
 class CurvatureSurface(_CurvatureValues, SurfaceResult):
     """Loss and curvature on a Gx x Gy grid: value[i, j] at origin + x[i] d1 + y[j] d2 (a
@@ -136,7 +122,7 @@ class CurvatureSurface(_CurvatureValues, SurfaceResult):
 
 
 @dataclass(eq=False, init=False)
-class CurvaturePath(_Curvature):
+class CurvaturePath(_CurvatureValues, GridResult):
     """Loss and curvature at T points phi(t) of a curve (or the straight line): each value
     (T,), as in `CurvatureSurface` without the directional curvatures."""
 
@@ -146,18 +132,7 @@ class CurvaturePath(_Curvature):
     meta: dict[str, Any] = field(default_factory=dict)
 
     result_kind: ClassVar[str] = "CurvaturePath"
-
-    def __init__(
-        self,
-        ts: Any,
-        *,
-        task: str = CLASSIFICATION,
-        values: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        **metrics: Any,
-    ) -> None:
-        self.ts = np.asarray(ts, dtype=np.float64)
-        self._fill(task, values, metrics, meta, self.ts.shape)
+    axes: ClassVar[tuple[str, ...]] = ("ts",)
 
 
 def _hessian(hessian: HessianSettings | Mapping[str, Any] | None) -> HessianSettings:

@@ -2,6 +2,7 @@
 `nn.Module`, the arithmetic of phi(t), and `WeightSpace` (named tensors <-> flat vectors)."""
 
 from modeconn.curves.family import CURVES, Bezier, Curve, Line, PolyChain, build_curve, curve_args
+from modeconn.curves.geometry import Plane
 from modeconn.curves.weights import WeightSpace
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "Bezier",
     "Curve",
     "Line",
+    "Plane",
     "PolyChain",
     "WeightSpace",
     "build_curve",

@@ -26,12 +26,14 @@ from modeconn.engine.grid import (
     points_metrics,
 )
 from modeconn.engine.point import Metrics, evaluate, evaluate_point, predict, recompute_bn
+from modeconn.engine.result import GridResult
 from modeconn.engine.settings import EvalSettings, resolve_settings
 from modeconn.engine.subset import eval_subset, stratified_indices
 
 __all__ = [
     "METRICS",
     "EvalSettings",
+    "GridResult",
     "GridValues",
     "Metrics",
     "choose_points_per_pass",

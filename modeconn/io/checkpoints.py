@@ -28,6 +28,12 @@ from torch import Tensor, nn
 from modeconn._messages import a_or_an
 from modeconn.curves.family import Curve, build_curve
 from modeconn.curves.weights import WeightSpace
+from modeconn.io.legacy import (
+    convert_2018_endpoint,
+    is_2018_checkpoint,
+    is_2018_curve,
+    open_2018_curve,
+)
 from modeconn.io.store import atomic_write, environment, plain_meta
 from modeconn.io.torch_files import UnreadableCheckpoint, read_torch_file
 from modeconn.models import build_model
@@ -229,7 +235,7 @@ def load_endpoint(
         )
     state = _unwrapped(state, path)
     if source == _SOURCE_2018:
-        state = _convert_2018(state, model)
+        state = convert_2018_endpoint(state, model)
     named = f" (read as model {given['model']!r})" if "model" in given else ""
     load_state(model, state, what=f"{source} '{path}'{named}")
     info = {**given, "finished": True, "source": source}
@@ -268,24 +274,12 @@ def _plain_state(payload: Any) -> tuple[dict[str, Tensor], str] | None:
         return dict(payload), "plain state dict"
     if not isinstance(payload, dict):
         return None
-    if _is_2018(payload):
+    if is_2018_checkpoint(payload):
         return dict(payload["model_state"]), _SOURCE_2018
     for key in ("state_dict", "model_state_dict"):
         if is_state(payload.get(key)):
             return dict(payload[key]), f"state dict (under '{key}')"
     return None
-
-
-def _is_2018(payload: Mapping[str, Any]) -> bool:
-    from modeconn.io.legacy import is_2018_checkpoint  # lazily: it imports the curves
-
-    return is_2018_checkpoint(payload)
-
-
-def _convert_2018(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
-    from modeconn.io.legacy import convert_2018_endpoint
-
-    return convert_2018_endpoint(state, model)
 
 
 # Prefixes that wrappers put before every tensor name, and who adds them.
@@ -334,15 +328,16 @@ def load_curve(
     """Rebuild a trained curve (and its base network) from a curve checkpoint.
 
     path: a modeconn curve checkpoint, or a 2018 reference-code curve checkpoint
-    ({'model_state': ...} with `coeff_layer.*` and `net.*` entries; `models.legacy`).
+    ({'model_state': ...} with `coeff_layer.*` and `net.*` entries; `modeconn.io.legacy`).
     meta: what the architecture and data set are ('model', 'model_args', 'num_classes',
     'input_shape', 'dataset'; see `endpoint_meta`): needed for a 2018 file, checked against a
     modeconn checkpoint's own.
     """
     path, given = Path(path), dict(meta or {})
     payload = read_torch_file(path)
-    if _is_2018_curve(payload):
-        return _load_2018_curve(path, payload, given)
+    if is_2018_curve(payload):
+        curve, info, state = open_2018_curve(path, payload, given)
+        return curve, Checkpoint("curve", info, state, {}, path)
     ckpt = _checkpoint_from(payload, path, "curve", None)
     _check_agrees(path, ckpt.meta, given)
     model = model_from_checkpoint(ckpt)
@@ -358,49 +353,10 @@ def load_curve(
     return curve, ckpt
 
 
-_SOURCE_2018_CURVE = "2018 reference-code curve checkpoint"
-
-
 def checkpoint_kind(path: str | Path) -> str:
     """ "curve" for a modeconn or 2018 curve checkpoint, the kind a modeconn checkpoint names,
     else "endpoint" (a plain state dict, which `load_endpoint` reads or explains)."""
     payload = read_torch_file(path)
     if isinstance(payload, dict) and "modeconn" in payload:
         return str(payload.get("kind"))
-    return "curve" if _is_2018_curve(payload) else "endpoint"
-
-
-def _is_2018_curve(payload: Any) -> bool:
-    state = payload.get("model_state") if isinstance(payload, dict) else None
-    return isinstance(state, Mapping) and any(str(k).startswith("coeff_layer.") for k in state)
-
-
-def _load_2018_curve(path: Path, payload: Mapping, given: Mapping[str, Any]):
-    from modeconn.curves.family import curve_args
-    from modeconn.io.legacy import load_2018_curve
-
-    if any(given.get(k) is None for k in ("model", "num_classes", "input_shape")):
-        raise ValueError(
-            f"'{path}' is a {_SOURCE_2018_CURVE}; name its architecture and data set: "
-            "model=<name> dataset=<name> (e.g. model=preresnet20 dataset=cifar10)"
-        )
-    model = build_model(
-        given["model"],
-        num_classes=given["num_classes"],
-        input_shape=tuple(given["input_shape"]),
-        **(given.get("model_args") or {}),
-    )
-    try:
-        curve = load_2018_curve(payload, model)
-    except ValueError as err:
-        raise ValueError(
-            f"{_SOURCE_2018_CURVE} '{path}' (read as {given['model']!r}): {err}"
-        ) from err
-    info = {
-        **given,
-        "curve": {"type": curve.kind, **curve_args(curve)},
-        "finished": True,
-        "source": _SOURCE_2018_CURVE,
-    }
-    state = {"start": curve.start, "end": curve.end, "bends": curve.bends.detach()}
-    return curve, Checkpoint("curve", info, state, {}, path)
+    return "curve" if is_2018_curve(payload) else "endpoint"

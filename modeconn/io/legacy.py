@@ -22,15 +22,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from modeconn.curves.family import Curve, build_curve, curve_args
+from modeconn.models import build_model
 from modeconn.models.vgg import VGG
-
-if TYPE_CHECKING:
-    from modeconn.curves.family import Curve
 
 _CURVE_KEY = re.compile(r"^(?P<base>.*(?:^|\.)(?:weight|bias))_(?P<index>\d+)$")
 _BN_2018_VGG = re.compile(r"(?:^|\.)layer_blocks\.\d+\.\d+\.running_mean$")
@@ -87,7 +86,6 @@ def load_2018_curve(
     must agree with them. The running BatchNorm statistics stored with the curve are copied into
     `curve.model` (the engine recomputes them at every t in any case).
     """
-    from modeconn.curves.family import build_curve  # the layer above models/: imported on use
 
     state = read_2018_state(source)
     coeff = {k[len("coeff_layer.") :] for k in state if k.startswith("coeff_layer.")}
@@ -211,3 +209,43 @@ def _refuse_2018_vgg16bn(state: Mapping[str, Tensor], model: nn.Module) -> None:
 
 def _what(source: object) -> str:
     return f"'{source}'" if isinstance(source, str | Path) else "the payload"
+
+
+SOURCE_2018_CURVE = "2018 reference-code curve checkpoint"
+
+
+def is_2018_curve(payload: Any) -> bool:
+    """Whether a checkpoint's payload is the 2018 code's CurveNet ({'model_state': ...} with
+    its coeff_layer weights)."""
+    state = payload.get("model_state") if isinstance(payload, dict) else None
+    return isinstance(state, Mapping) and any(str(k).startswith("coeff_layer.") for k in state)
+
+
+def open_2018_curve(path: Path, payload: Mapping, given: Mapping[str, Any]):
+    """(curve, meta, state) of a 2018 curve checkpoint read from `path`, its architecture
+    and data set named by `given` (model, num_classes, input_shape, model_args)."""
+    if any(given.get(k) is None for k in ("model", "num_classes", "input_shape")):
+        raise ValueError(
+            f"'{path}' is a {SOURCE_2018_CURVE}; name its architecture and data set: "
+            "model=<name> dataset=<name> (e.g. model=preresnet20 dataset=cifar10)"
+        )
+    model = build_model(
+        given["model"],
+        num_classes=given["num_classes"],
+        input_shape=tuple(given["input_shape"]),
+        **(given.get("model_args") or {}),
+    )
+    try:
+        curve = load_2018_curve(payload, model)
+    except ValueError as err:
+        raise ValueError(
+            f"{SOURCE_2018_CURVE} '{path}' (read as {given['model']!r}): {err}"
+        ) from err
+    info = {
+        **given,
+        "curve": {"type": curve.kind, **curve_args(curve)},
+        "finished": True,
+        "source": SOURCE_2018_CURVE,
+    }
+    state = {"start": curve.start, "end": curve.end, "bends": curve.bends.detach()}
+    return curve, info, state

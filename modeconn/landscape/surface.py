@@ -42,9 +42,9 @@ import torch
 from torch import Tensor, nn
 
 from modeconn.curves.weights import WeightSpace, fingerprint
-from modeconn.data.tasks import CLASSIFICATION, MetricColumns, task_of
-from modeconn.engine import EvalSettings, evaluate_grid, finite_stats, resolve_settings
-from modeconn.io.store import PartialGrid, SavedResult, plain_meta
+from modeconn.data.tasks import CLASSIFICATION, task_of
+from modeconn.engine import EvalSettings, GridResult, evaluate_grid, resolve_settings
+from modeconn.io.store import PartialGrid
 from modeconn.landscape.origin import (
     Centre,
     OriginLike,
@@ -60,38 +60,28 @@ BN_POLICIES = ("recompute", "origin")
 DirectionLike = Tensor | Mapping[str, Tensor]
 
 
-class _AroundResult(MetricColumns, SavedResult):
-    """What `SurfaceResult` and `LineResult` share: the task's metric arrays over the axes,
-    direction_scale (one entry per axis), meta, and the summary."""
+class _AroundResult(GridResult):
+    """What `SurfaceResult` and `LineResult` share: direction_scale, one entry per axis."""
 
-    def _names(self, task: str, given: Mapping[str, Any]) -> tuple[str, ...] | None:
-        """The value names a result holds (None: the task's metrics); subclasses add theirs."""
-        return None
-
-    def _fill(self, task, values, metrics, direction_scale, meta, shape) -> None:
-        self._set_values(task, values, metrics, self._names(task, {**(values or {}), **metrics}))
+    def _set_fields(self, direction_scale: Any, **rest: Any) -> None:
         self.direction_scale = np.asarray(direction_scale, dtype=np.float64).reshape(-1)
-        for name, value in self.values.items():
-            if value.shape != shape:
-                raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
-        if self.direction_scale.shape != (len(shape),):
-            raise ValueError(f"direction_scale needs {len(shape)} entries, got {direction_scale}")
-        self.meta = plain_meta(meta or {})
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        """Per metric: min, max, mean over the finite nodes and the number of NaN/inf ones."""
-        return {name: finite_stats(values) for name, values in self.values.items()}
+        if self.direction_scale.shape != (len(self.axes),):
+            raise ValueError(
+                f"direction_scale needs {len(self.axes)} entries, got {direction_scale}"
+            )
+        super()._set_fields(**rest)
 
 
 @dataclass(eq=False, init=False)
 class SurfaceResult(_AroundResult):
     """Metrics on a Gx x Gy grid around an origin: metric[i, j] is at origin + x[i] d1 + y[j] d2.
 
-    The metrics are the data set's task's (`modeconn.data.tasks.metric_names`), read as attributes
-    (`result.train_loss`, `result.test_error`); losses include 0.5 * wd * ||w||^2 (the nll
-    columns are Li et al.'s loss), errors are in percent. x (Gx,), y (Gy,): coordinates in
-    direction units. direction_scale (2,): ||d1|| / ||origin||, ||d2|| / ||origin||.
-    cosine: the cosine between d1 and d2. meta: the BatchNorm policy, spans, origin, engine.
+    The metrics are the data set's task's (`modeconn.data.tasks.metric_names`), read as
+    attributes (`result.train_loss`, `result.test_error`); losses include 0.5 * wd * ||w||^2
+    (the nll columns are Li et al.'s loss), errors are in percent. x (Gx,), y (Gy,):
+    coordinates in direction units. direction_scale (2,): ||d1|| / ||origin||, ||d2|| /
+    ||origin||. cosine: the cosine between d1 and d2. meta: the BatchNorm policy, spans,
+    origin, engine.
     """
 
     x: np.ndarray
@@ -103,22 +93,11 @@ class SurfaceResult(_AroundResult):
     meta: dict[str, Any] = field(default_factory=dict)
 
     result_kind: ClassVar[str] = "SurfaceResult"
+    axes: ClassVar[tuple[str, ...]] = ("x", "y")
 
-    def __init__(
-        self,
-        x: Any,
-        y: Any,
-        *,
-        direction_scale: Any,
-        cosine: float,
-        task: str = CLASSIFICATION,
-        values: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        **metrics: Any,
-    ) -> None:
-        self.x, self.y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    def _set_fields(self, direction_scale: Any, cosine: float, **rest: Any) -> None:
         self.cosine = float(cosine)
-        self._fill(task, values, metrics, direction_scale, meta, (len(self.x), len(self.y)))
+        super()._set_fields(direction_scale, **rest)
 
 
 @dataclass(eq=False, init=False)
@@ -136,19 +115,7 @@ class LineResult(_AroundResult):
     meta: dict[str, Any] = field(default_factory=dict)
 
     result_kind: ClassVar[str] = "LineResult"
-
-    def __init__(
-        self,
-        x: Any,
-        *,
-        direction_scale: Any,
-        task: str = CLASSIFICATION,
-        values: Mapping[str, Any] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        **metrics: Any,
-    ) -> None:
-        self.x = np.asarray(x, dtype=np.float64)
-        self._fill(task, values, metrics, direction_scale, meta, self.x.shape)
+    axes: ClassVar[tuple[str, ...]] = ("x",)
 
 
 # --------------------------------------------------------------------------- checks

@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from modeconn.curves.family import Curve
 from modeconn.curves.weights import WeightSpace
+from modeconn.engine.ranks import Ranks
 from modeconn.io.store import atomic_write, plain_meta
 
 INDEX_DTYPE = np.dtype([("step", "<i8"), ("loss", "<f8")])
@@ -234,7 +234,7 @@ class TrajectoryRecorder:
 
     @staticmethod
     def _writes() -> bool:
-        return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+        return Ranks.current().main
 
     def hooks(self) -> dict[str, list]:
         """Keyword arguments for `train_endpoint` / `train_curve`: the step and epoch hooks."""
