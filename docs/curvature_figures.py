@@ -1,9 +1,10 @@
-"""The README's curvature figures: `python docs/curvature_figures.py` (about a minute on 2 cores).
+"""The curvature page's figures: `python docs/curvature_figures.py` (about a minute on 2 cores).
 
 Two MLPs (32 hidden units) trained 15 epochs on digits, a Bezier curve between them; the
 Hessian's extremes and trace along the curve and the straight line (11 points each, 600
 samples), and the |lambda_min / lambda_max| and lambda_max maps on a 7 x 7 filter-normalised
-plane around the first endpoint. Writes docs/curvature_path.png and docs/curvature_surface.png.
+plane around the first endpoint. Writes docs/figures/curvature_path.png and
+docs/figures/curvature_surface.png.
 """
 
 from pathlib import Path
@@ -19,9 +20,8 @@ from modeconn import (
     train_curve,
     train_endpoint,
 )
-from modeconn.curvature.hessian import HessianSettings
-from modeconn.curvature.maps import curvature_path, curvature_surface
-from modeconn.landscape.directions import random_direction
+from modeconn.curvature import HessianSettings, curvature_path, curvature_surface
+from modeconn.landscape import random_direction
 from modeconn.plotting import plot_curvature_map, plot_curvature_path, save_figure
 
 HERE = Path(__file__).resolve().parent
@@ -53,13 +53,15 @@ def main() -> None:
     }
     for name, p in paths.items():
         print(name, "lambda_max", p.lambda_max.round(2), "lambda_min", p.lambda_min.round(3))
-    save_figure(plot_curvature_path(paths, model="mlp"), HERE / "curvature_path.png")
+    save_figure(plot_curvature_path(paths, model="mlp"), HERE / "figures" / "curvature_path.png")
     d = (random_direction(nets[0], seed=1), random_direction(nets[0], seed=2))
     surface = curvature_surface(
         nets[0], nets[0], d, data, grid=7, span=1.0,
         hessian=HessianSettings(samples=600, tol=1e-3), progress=False,
     )  # fmt: skip
-    save_figure(plot_curvature_map(surface, model="mlp"), HERE / "curvature_surface.png")
+    save_figure(
+        plot_curvature_map(surface, model="mlp"), HERE / "figures" / "curvature_surface.png"
+    )
 
 
 if __name__ == "__main__":

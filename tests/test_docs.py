@@ -101,7 +101,9 @@ def test_every_directive_is_understood():
                 continue
             kind, text = b.directive
             if kind == "not run":
-                assert b.lang in SHELL and text, f"{b.page}:{b.line}: a skipped block needs a reason"
+                assert b.lang in SHELL and text, (
+                    f"{b.page}:{b.line}: a skipped block needs a reason"
+                )
             else:
                 assert b.lang == "python" and re.fullmatch(r"continues [\w-]+\.md", text), (
                     f"{b.page}:{b.line}: unknown directive {text!r}"
