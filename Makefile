@@ -38,6 +38,8 @@ figures: $(VENV)/.installed
 # Open site/index.html: it needs no server and no network.
 docs: $(VENV)/.installed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	@! grep -rlE '<(script|link|img)[^>]+(src|href)="(https?:)?//' site --include='*.html' \
+		|| (echo "make docs: a page above loads something from the network" && false)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check modeconn tests benchmarks docs
