@@ -7,13 +7,14 @@
     shards      the demo's curve's plane in three shards, merged (`modeconn plane -m ...`)
     layers      the package's layers and the imports between them, read from the source
     curvature   docs/curvature_figures.py (about a minute)
-    similarity  `modeconn similarity analysis=training` and `analysis=curve` (about 2 minutes)
+    similarity  two endpoints and a curve, `modeconn similarity analysis=training` and
+                `analysis=curve` (about 3 minutes)
     trajectory  the trajectory gallery (`make gallery`, about 4 minutes) and SGD vs Adam
     critique    `modeconn critique` (about 4 minutes)
 
-Each figure is written to docs/figures/ under the name the pages use. Runs go to a temporary
-folder; the demo's checkpoints are kept in build/figures/ so that `shards` and `similarity`
-reuse them.
+Each figure is written to docs/figures/ under the name the pages use. The runs work in
+build/figures/ (ignored by git), where their checkpoints stay, so that a second run reuses
+them (`shards` reads the demo's curve).
 """
 
 from __future__ import annotations
@@ -178,7 +179,13 @@ def curvature() -> None:
 
 
 def similarity() -> None:
-    curve = _demo_curve()
+    # the page's runs: two convfc_digits endpoints (20 epochs) and a Bezier curve between them
+    WORK.mkdir(parents=True, exist_ok=True)
+    run("train", "-m", "seed=1,2", "progress=false", "hydra.sweep.dir=multirun/similarity")
+    ends = [WORK / "checkpoints" / f"digits-convfc-pool_padding1-seed{k}.pt" for k in (1, 2)]
+    run("connect", f"start={ends[0]}", f"end={ends[1]}", "progress=false",
+        "hydra.run.dir=outputs/similarity-connect")  # fmt: skip
+    curve = next((WORK / "checkpoints").glob("curve-bezier-digits-convfc-pool_padding1-*.pt"))
     out = WORK / "results" / "similarity"
     run("similarity", "analysis=training", f"out={out}/training", "progress=false",
         "hydra.run.dir=outputs/similarity-training", "overwrite=true")  # fmt: skip
