@@ -123,6 +123,7 @@ class PathResult(GridResult):
 
     result_kind: ClassVar[str] = "PathResult"
     axes: ClassVar[tuple[str, ...]] = ("ts",)
+    positional: ClassVar[tuple[str, ...]] = ("arc_length",)
 
     def _set_fields(self, arc_length: Any) -> None:
         n = len(self.ts)

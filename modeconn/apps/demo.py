@@ -99,7 +99,7 @@ def run(cfg: DictConfig) -> dict:
     timings["endpoints"] = time.perf_counter() - began
 
     began = time.perf_counter()
-    curve_path = ckpts / f"curve-{cfg.curve.type}.pt"
+    curve_path = ckpts / f"curve-{cfg.curve.type}-{cfg.dataset.name}.pt"  # as the endpoints'
     connect.run(
         _stage(
             {

@@ -43,7 +43,8 @@ class Curve(nn.Module):
 
     Args:
         model: any network; it is deep-copied and used for its structure and buffers.
-        start, end: the endpoint weights, as state dicts or modules of the same architecture.
+        start: the first endpoint's weights, a state dict or a module of the same architecture.
+        end: the second endpoint's weights, likewise.
         num_bends: number of trainable control points between the endpoints.
     """
 

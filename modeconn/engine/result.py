@@ -26,13 +26,16 @@ class GridResult(MetricColumns, SavedResult):
     coordinate array), the task, meta, and the subclass's own fields (`_set_fields`).
 
     Built as Result(*axes, task=..., values={name: array} or name=array keywords, meta=...,
-    own_field=...): positional arguments are the axes in order (or name them as keywords);
+    own_field=...): positional arguments are the axes in order (or name them as keywords),
+    then the fields named by `positional`;
     keywords that name a field of the class go to `_set_fields`, every other keyword is a
     metric. Metrics are checked against the task's (`metric_names`, or `_names`) and each
     must have the grid's shape.
     """
 
     axes: ClassVar[tuple[str, ...]] = ()
+    # own fields that may also be passed positionally, after the axes (PathResult's arc_length)
+    positional: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -43,8 +46,12 @@ class GridResult(MetricColumns, SavedResult):
         **given: Any,
     ) -> None:
         kind = type(self).__name__
-        if len(axes) > len(self.axes):
-            raise TypeError(f"{kind} takes {len(self.axes)} axes ({', '.join(self.axes)})")
+        order = (*self.axes, *self.positional)
+        if len(axes) > len(order):
+            raise TypeError(f"{kind} takes {len(order)} positional arguments ({', '.join(order)})")
+        for name, value in zip(order[len(self.axes) :], axes[len(self.axes) :], strict=False):
+            given[name] = value
+        axes = axes[: len(self.axes)]
         coords = dict(zip(self.axes, axes, strict=False))
         for name in self.axes[len(axes) :]:
             if name not in given:
