@@ -1,12 +1,18 @@
 """modeconn: mode connectivity and loss-landscape analysis for any PyTorch model.
 
 The package's chapters are its folders: curves/, data/, models/, io/, engine/, the paper's
-core (path, plane, training), ensembles/, landscape/, trajectory/, curvature/, similarity/,
-plotting/ and apps/. Each subpackage exports its public names; this module re-exports the
-API.
+core (path, plane, training), align/, ensembles/, landscape/, trajectory/, curvature/,
+similarity/, plotting/ and apps/. Each subpackage exports its public names; this module
+re-exports the API.
 """
 
 from modeconn._version import __version__  # noqa: F401
+from modeconn.align import (
+    PermutationSpec,
+    apply_permutation,
+    permutation_spec,
+    weight_matching,
+)
 from modeconn.curvature import (
     CurvaturePath,
     CurvatureSurface,
@@ -107,6 +113,10 @@ from modeconn.trajectory import (
 )
 
 __all__ = [
+    "PermutationSpec",
+    "apply_permutation",
+    "permutation_spec",
+    "weight_matching",
     "MinibatchCKA",
     "Moments",
     "SimilarityResult",

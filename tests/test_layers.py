@@ -27,6 +27,7 @@ RANK = {
     "path": 6,
     "plane": 6,
     "landscape": 7,
+    "align": 7,
     "ensembles": 7,
     "trajectory": 8,
     "curvature": 8,

@@ -112,6 +112,7 @@ BEFORE = [
     "zca_directions",
 ]
 SUBPACKAGES = [
+    "align",
     "curves",
     "data",
     "models",

@@ -1,0 +1,24 @@
+"""Connectivity modulo permutation: the permutation groups of any network (traced from its
+graph), permuting a network by them, and matching one network's units to another's."""
+
+from modeconn.align.spec import (
+    PermutationSpec,
+    SpecError,
+    apply_permutation,
+    check_spec,
+    inverse,
+)
+from modeconn.align.trace import permutation_spec
+from modeconn.align.weights import Matching, permutation_distance, weight_matching
+
+__all__ = [
+    "Matching",
+    "PermutationSpec",
+    "SpecError",
+    "apply_permutation",
+    "check_spec",
+    "inverse",
+    "permutation_distance",
+    "permutation_spec",
+    "weight_matching",
+]

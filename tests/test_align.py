@@ -1,0 +1,222 @@
+"""Permutation groups traced from the graph, and weight matching.
+
+The independent check of a traced spec is the function itself: a network permuted by random
+permutations of its groups computes the same outputs. The independent check of weight
+matching is a known permutation to recover: a network against a permuted copy of itself.
+"""
+
+import pytest
+import torch
+import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import modeconn as mc
+from modeconn.align import (
+    PermutationSpec,
+    SpecError,
+    apply_permutation,
+    check_spec,
+    inverse,
+    permutation_spec,
+    weight_matching,
+)
+
+DIGITS = (1, 8, 8)
+CIFAR = (3, 32, 32)
+
+
+def registry_model(name: str) -> tuple[nn.Module, tuple[int, ...]]:
+    torch.manual_seed(0)
+    small = {
+        "mlp": dict(hidden=[32, 32]),
+        "convfc": dict(widths=[8, 16, 16], hidden=32, pool_padding=1),
+        "vgg16": dict(width_multiplier=0.125),
+        "vgg16bn": dict(width_multiplier=0.125),
+        "vgg16bn_2018": dict(),
+        "wideresnet": dict(depth=10, widen_factor=1),
+        "preresnet": dict(depth=8),
+    }
+    shape = DIGITS if name in ("mlp", "convfc") else CIFAR
+    return mc.build_model(name, num_classes=10, input_shape=shape, **small.get(name, {})), shape
+
+
+REGISTRY = [
+    "allconv",
+    "convfc",
+    "mlp",
+    "preresnet",
+    "preresnet20",
+    "vgg16",
+    "vgg16bn",
+    "wideresnet",
+]
+
+
+@pytest.mark.parametrize("name", REGISTRY)
+def test_every_registry_model_traces_to_groups_that_keep_its_outputs(name):
+    model, shape = registry_model(name)
+    spec = permutation_spec(model, torch.randn(4, *shape), check=False)
+    assert spec.groups, f"{name}: no permutation group found"
+    for seed in range(3):  # the check itself: eval and train mode
+        check_spec(spec, model, torch.randn(4, *shape), seed=seed)
+
+
+@pytest.mark.parametrize(
+    "build, groups",
+    [
+        (lambda: torchvision.models.resnet18(num_classes=10), 12),
+        (lambda: torchvision.models.mobilenet_v3_small(num_classes=10), None),
+    ],
+    ids=["resnet18", "mobilenet_v3_small"],
+)
+def test_torchvision_models_trace_and_keep_their_outputs(build, groups):
+    torch.manual_seed(0)
+    spec = permutation_spec(build(), torch.randn(2, *CIFAR))
+    assert groups is None or len(spec.groups) == groups  # 4 residual streams + 8 inner
+
+
+def test_a_residual_stream_is_one_group():
+    """preresnet20: 3 streams (one per stage, through every addition) + 9 inner groups."""
+    model, shape = registry_model("preresnet20")
+    spec = permutation_spec(model, torch.randn(2, *shape))
+    assert len(spec.groups) == 12
+    stream = next(g for g, e in spec.groups.items() if any(t == "conv1.weight" for t, _, _ in e))
+    members = {t for t, _, _ in spec.groups[stream]}
+    assert {"layer1.0.conv2.weight", "layer1.1.conv2.weight", "layer1.2.conv2.weight"} <= members
+
+
+def test_batchnorm_buffers_are_permuted_but_never_num_batches_tracked():
+    model, shape = registry_model("preresnet20")
+    spec = permutation_spec(model, torch.randn(2, *shape))
+    tensors = {t for e in spec.groups.values() for t, _, _ in e}
+    assert any(t.endswith("running_mean") for t in tensors)
+    assert not any(t.endswith("num_batches_tracked") for t in tensors)
+    assert set(spec.buffers) >= {t for t in tensors if t.endswith(("running_mean", "running_var"))}
+
+
+def test_every_axis_of_size_above_one_is_in_a_group_or_listed_fixed():
+    model, shape = registry_model("preresnet20")
+    spec = permutation_spec(model, torch.randn(2, *shape))
+    grouped = {(t, a) for e in spec.groups.values() for t, a, _ in e}
+    fixed = set(spec.fixed)
+    assert not grouped & fixed
+    for name, value in model.state_dict().items():
+        for axis, size in enumerate(value.shape):
+            if size > 1 and not name.endswith("num_batches_tracked"):
+                assert (name, axis) in grouped | fixed, (name, axis)
+
+
+def test_flatten_into_a_linear_repeats_the_channel_over_positions():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    spec = permutation_spec(net, torch.randn(2, *DIGITS))
+    (entries,) = spec.groups.values()
+    assert ("3.weight", 1, 36) in entries and spec.sizes[next(iter(spec.groups))] == 4
+
+
+def test_a_grouped_convolution_fixes_its_axes_and_a_depthwise_one_passes_them():
+    grouped = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=2))
+    assert permutation_spec(grouped, torch.randn(2, *DIGITS)).groups == {}
+    depthwise = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 2, 1))
+    (entries,) = permutation_spec(depthwise, torch.randn(2, *DIGITS)).groups.values()
+    assert ("1.weight", 0, 1) in entries and ("2.weight", 1, 1) in entries
+
+
+def test_an_unknown_op_is_one_error_naming_it():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return torch.fft.fft(self.fc(x)).real
+
+    with pytest.raises(SpecError, match="fft"):
+        permutation_spec(Odd(), torch.randn(2, 4))
+
+
+def test_a_hand_written_spec_permutes_like_the_traced_one():
+    net = nn.Sequential(nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 2))
+    hand = PermutationSpec.from_dict(
+        {"hidden": [("0.weight", 0), ("0.bias", 0), ("2.weight", 1)]}, net.state_dict()
+    )
+    check_spec(hand, net, torch.randn(4, 3))
+    wrong = PermutationSpec.from_dict(
+        {"hidden": [("0.weight", 0), ("0.bias", 0)]}, net.state_dict()
+    )
+    with pytest.raises(SpecError, match="change"):
+        check_spec(wrong, net, torch.randn(4, 3))
+
+
+# --------------------------------------------------------------------------- weight matching
+
+
+def recovers(model, shape, seeds):
+    spec = permutation_spec(model, torch.randn(2, *shape))
+    for seed in seeds:
+        p = spec.random_permutations(torch.Generator().manual_seed(seed))
+        permuted = apply_permutation(spec, model.state_dict(), p)
+        aligned, match = weight_matching(model, model.state_dict(), permuted, spec=spec)
+        assert all(torch.equal(match.perms[g], inverse(p[g])) for g in p), (type(model), seed)
+        assert all(torch.equal(aligned[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("name", ["mlp", "convfc", "preresnet20"])
+def test_weight_matching_recovers_a_known_permutation_exactly_over_20_seeds(name):
+    model, shape = registry_model(name)
+    recovers(model, shape, range(20))
+
+
+def test_weight_matching_recovers_a_known_permutation_on_vgg16bn_and_resnet18():
+    """Two seeds each here (a full-width VGG16-BN takes ~6 s per match on 2 cores)."""
+    model, shape = registry_model("vgg16bn")
+    recovers(model, shape, range(2))
+    torch.manual_seed(0)
+    recovers(torchvision.models.resnet18(num_classes=10), CIFAR, range(2))
+
+
+def test_matching_a_network_with_itself_is_the_identity():
+    model, shape = registry_model("preresnet20")
+    _, match = weight_matching(model, model, model, example_input=torch.randn(2, *shape))
+    assert all(torch.equal(p, torch.arange(len(p))) for p in match.perms.values())
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), restarts=st.integers(1, 3))
+def test_the_objective_never_decreases_over_sweeps(seed, restarts):
+    torch.manual_seed(seed)
+    a = mc.build_model("mlp", num_classes=10, input_shape=DIGITS, hidden=[16, 16])
+    b = mc.build_model("mlp", num_classes=10, input_shape=DIGITS, hidden=[16, 16])
+    _, match = weight_matching(
+        a, a, b, example_input=torch.randn(2, *DIGITS), restarts=restarts, seed=seed
+    )
+    assert all(y >= x - 1e-9 for x, y in zip(match.history, match.history[1:], strict=False))
+    assert match.objective == max(r["objective"] for r in match.runs)
+
+
+def test_the_aligned_network_computes_the_same_function_and_the_line_to_it_is_flat():
+    data = mc.load_dataset("digits")
+    torch.manual_seed(1)
+    a = mc.build_model("mlp", num_classes=10, input_shape=data.input_shape, hidden=[32])
+    mc.train_endpoint(a, data, mc.TrainConfig(epochs=2, seed=1, progress=False))
+    spec = permutation_spec(a, data.train_x[:4])
+    b_state = apply_permutation(
+        spec, a.state_dict(), spec.random_permutations(torch.Generator().manual_seed(3))
+    )
+    b = mc.build_model("mlp", num_classes=10, input_shape=data.input_shape, hidden=[32])
+    b.load_state_dict(b_state)
+    aligned, _ = weight_matching(a, a, b, spec=spec)
+    c = mc.build_model("mlp", num_classes=10, input_shape=data.input_shape, hidden=[32])
+    c.load_state_dict(aligned)
+    x = data.test_x[:64]
+    assert torch.allclose(b.eval()(x), c.eval()(x), atol=1e-5)
+    before = mc.evaluate_path(mc.Line(a, a, b), data, ts=5, progress=False)
+    after = mc.evaluate_path(mc.Line(a, a, c), data, ts=5, progress=False)
+    assert after.barrier("test_error") == 0 and before.barrier("test_error") > 0
+
+
+def test_weight_matching_without_groups_says_how_to_give_them():
+    model, _ = registry_model("mlp")
+    with pytest.raises(ValueError, match="example_input"):
+        weight_matching(model, model, model)
