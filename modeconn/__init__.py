@@ -9,6 +9,7 @@ re-exports the API.
 from modeconn._version import __version__  # noqa: F401
 from modeconn.align import (
     PermutationSpec,
+    activation_matching,
     apply_permutation,
     permutation_spec,
     weight_matching,
@@ -114,6 +115,7 @@ from modeconn.trajectory import (
 
 __all__ = [
     "PermutationSpec",
+    "activation_matching",
     "apply_permutation",
     "permutation_spec",
     "weight_matching",

@@ -16,6 +16,7 @@ import modeconn as mc
 from modeconn.align import (
     PermutationSpec,
     SpecError,
+    activation_matching,
     apply_permutation,
     check_spec,
     inverse,
@@ -220,3 +221,52 @@ def test_weight_matching_without_groups_says_how_to_give_them():
     model, _ = registry_model("mlp")
     with pytest.raises(ValueError, match="example_input"):
         weight_matching(model, model, model)
+
+
+# --------------------------------------------------------------------------- activation matching
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return mc.load_dataset("digits")
+
+
+def trained(name, data, **kw):
+    torch.manual_seed(1)
+    net = mc.build_model(name, num_classes=10, input_shape=data.input_shape, **kw)
+    mc.train_endpoint(net, data, mc.TrainConfig(epochs=2, seed=1, progress=False))
+    return net.eval()
+
+
+def test_activation_matching_recovers_a_known_permutation_on_a_residual_net(digits):
+    net = trained("preresnet", digits, depth=8)
+    spec = permutation_spec(net, digits.train_x[:4])
+    p = spec.random_permutations(torch.Generator().manual_seed(0))
+    permuted = apply_permutation(spec, net.state_dict(), p)
+    aligned, match = activation_matching(net, net, permuted, digits, spec=spec)
+    assert all(torch.equal(match.perms[g], inverse(p[g])) for g in p)
+    assert all(torch.equal(aligned[k], v) for k, v in net.state_dict().items())
+
+
+def test_activation_matching_recovers_every_live_unit_and_keeps_the_function(digits):
+    """Dead ReLU units (never active on the data) correlate with nothing: any order of them
+    is as good, and the aligned network computes the same function either way."""
+    net = trained("mlp", digits, hidden=[64, 64])
+    spec = permutation_spec(net, digits.train_x[:4])
+    p = spec.random_permutations(torch.Generator().manual_seed(2))
+    permuted = apply_permutation(spec, net.state_dict(), p)
+    aligned, match = activation_matching(net, net, permuted, digits, spec=spec)
+    x = digits.train_x
+    hidden = {"net.1": net.net[:3](x), "net.3": net.net[:5](x)}  # the two ReLU outputs
+    for group, perm in match.perms.items():
+        live = hidden[group].std(0) > 0
+        assert torch.equal(perm[live], inverse(p[group])[live]), group
+    copy_ = mc.build_model("mlp", num_classes=10, input_shape=digits.input_shape, hidden=[64, 64])
+    copy_.load_state_dict(aligned)
+    assert torch.allclose(copy_.eval()(x), net(x), atol=1e-5)
+
+
+def test_activation_matching_refuses_an_unknown_tap_point(digits):
+    net = trained("mlp", digits, hidden=[16])
+    with pytest.raises(ValueError, match="where must be one of"):
+        activation_matching(net, net, net, digits, where="middle")

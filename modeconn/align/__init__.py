@@ -1,6 +1,7 @@
 """Connectivity modulo permutation: the permutation groups of any network (traced from its
 graph), permuting a network by them, and matching one network's units to another's."""
 
+from modeconn.align.activations import activation_matching
 from modeconn.align.spec import (
     PermutationSpec,
     SpecError,
@@ -15,6 +16,7 @@ __all__ = [
     "Matching",
     "PermutationSpec",
     "SpecError",
+    "activation_matching",
     "apply_permutation",
     "check_spec",
     "inverse",

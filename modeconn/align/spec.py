@@ -31,12 +31,16 @@ class PermutationSpec:
         axes, the input's and the logits' axes, what a grouped convolution constrains).
     buffers: tensors that are permuted but are not weights (BatchNorm's running statistics):
         never in a matching cost.
+    taps: group -> [(node, kind, channel axis)]: the nodes of the traced graph whose outputs
+        carry the group (kind "post": after a nonlinearity, "pre": after a layer, "stream":
+        after a merge), where activation matching reads the units; empty for a hand-written spec.
     """
 
     groups: dict[str, list[tuple[str, int, int]]]
     sizes: dict[str, int]
     fixed: list[tuple[str, int]] = field(default_factory=list)
     buffers: list[str] = field(default_factory=list)
+    taps: dict[str, list[tuple[str, str, int]]] = field(default_factory=dict)
 
     @classmethod
     def from_dict(

@@ -53,6 +53,15 @@ _PASS_NAMES = {
     "adaptive_max_pool1d", "adaptive_max_pool2d", "contiguous", "clone", "float", "double",
     "to", "detach", "neg", "abs", "exp", "sqrt", "square", "pow", "clamp", "clamp_min",
 }  # fmt: skip
+# the nonlinearities whose outputs are activation matching's default tap points
+_ACTIVATION_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.CELU,
+    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Mish, nn.PReLU,
+)  # fmt: skip
+_ACTIVATION_NAMES = {
+    "relu", "relu_", "relu6", "gelu", "silu", "sigmoid", "tanh", "elu", "leaky_relu",
+    "hardswish", "hardsigmoid", "hardtanh", "softplus", "mish",
+}  # fmt: skip
 _MERGE_NAMES = {"add", "add_", "iadd", "sub", "isub", "mul", "mul_", "imul", "truediv", "div"}
 _SHAPE_NAMES = {"size", "dim", "shape", "getattr", "numel"}  # results are not tensors
 _FLATTEN_NAMES = {"flatten", "view", "reshape"}
@@ -123,9 +132,17 @@ class _Tracer:
         model.train(was)
         self.groups = _Groups()
         self.entries: list[tuple[int, str, int, int]] = []  # (group, tensor, axis, repeat)
+        self.taps: list[tuple[int, str, str, int]] = []  # (group, node, kind, channel axis)
         self.chan: dict[fx.Node, _Chan | None] = {}
         self.module_out: dict[str, int] = {}
         self.module_in: dict[str, int] = {}
+
+    def tap(self, node: fx.Node, kind: str) -> None:
+        """Record a node whose output carries a group on its channel axis (one unit per
+        channel): "post" after a nonlinearity, "pre" after a layer, "stream" after a merge."""
+        chan = self.chan.get(node)
+        if chan is not None and chan.group != FIXED and chan.repeat == 1:
+            self.taps.append((chan.group, node.name, kind, chan.axis))
 
     def tie(self, group: int, tensor: str, axis: int, repeat: int = 1) -> None:
         self.entries.append((group, tensor, axis, repeat))
@@ -142,8 +159,15 @@ class _Tracer:
                         self.groups.union(self.chan[arg].group, FIXED)
             elif node.op == "call_module":
                 self.chan[node] = self.module(node, modules[node.target])
+                self.tap(
+                    node, "post" if isinstance(modules[node.target], _ACTIVATION_MODULES) else "pre"
+                )
             elif node.op in ("call_function", "call_method"):
                 self.chan[node] = self.function(node)
+                name = _op_name(node)
+                merge = name in _MERGE_NAMES or node.target in (operator.add, operator.mul)
+                if name in _ACTIVATION_NAMES or merge:
+                    self.tap(node, "post" if name in _ACTIVATION_NAMES else "stream")
             elif node.op == "get_attr":
                 raise SpecError(
                     f"node {node.name!r} reads the tensor {node.target!r} directly (get_attr); "
@@ -303,6 +327,11 @@ class _Tracer:
             [ta for ta in fixed if ta not in touched],
             [name for name, _ in self.model.named_buffers()],
         )
+        for group, node, kind, axis in self.taps:
+            root = self.groups.find(group)
+            name = self.groups.names[root]
+            if root != FIXED and name in spec.groups:
+                spec.taps.setdefault(name, []).append((node, kind, axis))
         return spec
 
 
