@@ -34,7 +34,7 @@ from modeconn.align.trace import permutation_spec
 @dataclass
 class Matching:
     """The permutation found and how: perms (group -> index tensor: unit i of the aligned b is
-    unit perms[g][i] of b), objective (sum of <W_a, P(W_b)> over the cost's tensors), distance
+    unit `perms[g][i]` of b), objective (sum of <W_a, P(W_b)> over the cost's tensors), distance
     (||W_a - P(W_b)|| over them), sweeps; runs: the same three for each restart."""
 
     perms: dict[str, Tensor]
