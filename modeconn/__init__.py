@@ -12,6 +12,7 @@ from modeconn.align import (
     activation_matching,
     apply_permutation,
     permutation_spec,
+    repair,
     weight_matching,
 )
 from modeconn.curvature import (
@@ -118,6 +119,7 @@ __all__ = [
     "activation_matching",
     "apply_permutation",
     "permutation_spec",
+    "repair",
     "weight_matching",
     "MinibatchCKA",
     "Moments",

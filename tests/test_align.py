@@ -23,6 +23,7 @@ from modeconn.align import (
     permutation_spec,
     weight_matching,
 )
+from modeconn.align.repair import _hidden_layers, channel_stats
 
 DIGITS = (1, 8, 8)
 CIFAR = (3, 32, 32)
@@ -270,3 +271,57 @@ def test_activation_matching_refuses_an_unknown_tap_point(digits):
     net = trained("mlp", digits, hidden=[16])
     with pytest.raises(ValueError, match="where must be one of"):
         activation_matching(net, net, net, digits, where="middle")
+
+
+# --------------------------------------------------------------------------- REPAIR
+
+
+@pytest.mark.parametrize(
+    "name, kw",
+    [
+        ("mlp", dict(hidden=[64, 64])),
+        ("convfc", dict(widths=[8, 16, 16], hidden=32, pool_padding=1)),
+    ],
+)
+@pytest.mark.parametrize("method", ["repair", "rescale"])
+def test_repair_sets_each_channel_to_the_interpolated_mean_and_std(digits, name, kw, method):
+    a, b = trained(name, digits, **kw), None
+    torch.manual_seed(2)
+    b = mc.build_model(name, num_classes=10, input_shape=digits.input_shape, **kw)
+    mc.train_endpoint(b, digits, mc.TrainConfig(epochs=2, seed=2, progress=False))
+    spec = permutation_spec(a, digits.train_x[:4])
+    aligned, _ = weight_matching(a, a, b, spec=spec)
+    b.load_state_dict(aligned)
+    mid = mc.repair(a, a, b, 0.5, digits, spec=spec, method=method)
+    layers = _hidden_layers(a, spec)
+    x = digits.train_x
+    got, sa, sb = (channel_stats(n, layers, x) for n in (mid, a, b))
+    plain = mc.build_model(name, num_classes=10, input_shape=digits.input_shape, **kw)
+    plain.load_state_dict({k: (a.state_dict()[k] + b.state_dict()[k]) / 2 for k in aligned})
+    before = channel_stats(plain, layers[:1], x)
+    for layer in layers:
+        goal_std = (sa[layer][1] + sb[layer][1]) / 2
+        live = goal_std > 1e-6
+        rel = (got[layer][1] - goal_std).abs()[live] / goal_std[live]
+        assert rel.max() < 1e-3, (layer, rel.max())
+    if method == "repair":
+        goal_mean = (sa[layers[0]][0] + sb[layers[0]][0]) / 2
+        assert torch.allclose(got[layers[0]][0], goal_mean, atol=1e-4)
+    else:  # the first layer's mean is the plain midpoint's
+        assert torch.allclose(got[layers[0]][0], before[layers[0]][0], atol=1e-6)
+
+
+def test_repair_at_the_ends_is_the_endpoints_exactly(digits):
+    a = trained("mlp", digits, hidden=[16])
+    b = mc.build_model("mlp", num_classes=10, input_shape=digits.input_shape, hidden=[16])
+    for alpha, end in ((0.0, a), (1.0, b)):
+        net = mc.repair(a, a, b, alpha, digits)
+        assert all(torch.equal(v, end.state_dict()[k]) for k, v in net.state_dict().items())
+
+
+def test_repair_refuses_an_unknown_method_and_an_alpha_outside_the_segment(digits):
+    a = trained("mlp", digits, hidden=[16])
+    with pytest.raises(ValueError, match="method must be one of"):
+        mc.repair(a, a, a, 0.5, digits, method="shift")
+    with pytest.raises(ValueError, match="alpha must lie in"):
+        mc.repair(a, a, a, 1.5, digits)

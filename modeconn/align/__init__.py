@@ -2,6 +2,7 @@
 graph), permuting a network by them, and matching one network's units to another's."""
 
 from modeconn.align.activations import activation_matching
+from modeconn.align.repair import channel_stats, repair
 from modeconn.align.spec import (
     PermutationSpec,
     SpecError,
@@ -18,9 +19,11 @@ __all__ = [
     "SpecError",
     "activation_matching",
     "apply_permutation",
+    "channel_stats",
     "check_spec",
     "inverse",
     "permutation_distance",
     "permutation_spec",
+    "repair",
     "weight_matching",
 ]
