@@ -24,6 +24,7 @@ def main() -> None:
         ("bench_surface.py", "Loss surfaces vs loss-landscape's per-point loop"),
         ("bench_hessian.py", "Hessian eigenvalues and trace vs PyHessian and Li et al."),
         ("bench_similarity.py", "Linear CKA and SVCCA vs torch-cka and google/svcca's formulas"),
+        ("bench_align.py", "Weight and activation matching: recovery, time, sweeps"),
     ):
         out = HERE / f".{script}.md"
         subprocess.run([sys.executable, str(HERE / script), "--markdown", str(out)], check=True)
