@@ -22,6 +22,7 @@ APPS = {
     "plane": "loss and error on the plane     (curve_ckpt=c.pt, or points=[a.pt,b.pt,c.pt])",
     "ensemble": "ensembles of w1 with phi(t)     (curve_ckpt=c.pt points=21)",
     "fge": "fast geometric ensembling       (start=a.pt cycles=4 cycle=2)",
+    "align": "align end's units to start's    (start=a.pt end=b.pt method=weight|activation)",
     "landscape": "the loss surface around a network (ckpt=a.pt directions=filter grid=51)",
     "curvature": "Hessian extremes, trace, spectrum (ckpt=a.pt where=point|path|surface)",
     "critique": "four direction families x three networks: can we trust the pictures?",

@@ -15,6 +15,7 @@ never need a display, never pick a backend and never accumulate open figures. In
 returned figure shows as a cell's value (`%matplotlib inline`); elsewhere, `save_figure` it.
 """
 
+from modeconn.plotting.align import plot_align
 from modeconn.plotting.common import Scale, figure_title, metric_label, save_figure, task_metrics
 from modeconn.plotting.curvature import plot_curvature_map, plot_curvature_path, plot_density
 from modeconn.plotting.ensembles import plot_ensembles, plot_fge
@@ -48,6 +49,7 @@ from modeconn.plotting.trajectory import (
 )
 
 __all__ = [
+    "plot_align",
     "PLANE_METRICS",
     "ZOOM_BELOW",
     "Scale",

@@ -1,0 +1,34 @@
+"""The straight line between two networks before and after alignment (`modeconn align`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from modeconn.plotting.common import _figure
+
+
+def plot_align(
+    lines: dict[str, Any], repaired: dict[str, float] | None = None, model: str | None = None
+) -> Figure:
+    """Test score and train data term along each line (`lines`: label -> PathResult), with
+    the REPAIRed midpoint's test score as a marker per line (`repaired`: label -> value)."""
+    first = next(iter(lines.values()))
+    term, score = ("nll", "error") if first.task == "classification" else ("mse", "mse")
+    fig, axes = _figure(2, width=4.8, height=3.6)
+    for (label, path), color in zip(
+        lines.items(), ("tab:gray", "tab:blue", "tab:green"), strict=False
+    ):
+        axes[0].plot(path.ts, getattr(path, f"train_{term}"), marker=".", color=color, label=label)
+        axes[1].plot(path.ts, getattr(path, f"test_{score}"), marker=".", color=color, label=label)
+        if repaired and label in repaired:
+            axes[1].plot([0.5], [repaired[label]], marker="*", ms=12, color=color, ls="none",
+                         label=f"{label}, REPAIR at t=0.5")  # fmt: skip
+    axes[0].set_ylabel(f"train {term}")
+    axes[1].set_ylabel(f"test {score}" + (" (%)" if score == "error" else ""))
+    for ax in axes:
+        ax.set_xlabel("t along the straight line")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"{model + ': ' if model else ''}the line before and after alignment")
+    return fig
