@@ -15,6 +15,7 @@ from torch import nn
 import modeconn as mc
 from modeconn.align import (
     PermutationSpec,
+    RepairedLine,
     SpecError,
     activation_matching,
     apply_permutation,
@@ -325,3 +326,21 @@ def test_repair_refuses_an_unknown_method_and_an_alpha_outside_the_segment(digit
         mc.repair(a, a, a, 0.5, digits, method="shift")
     with pytest.raises(ValueError, match="alpha must lie in"):
         mc.repair(a, a, a, 1.5, digits)
+
+
+def test_the_repaired_line_has_the_endpoints_exactly_and_repairs_between(digits):
+    a = trained("mlp", digits, hidden=[32, 32])
+    torch.manual_seed(2)
+    b = mc.build_model("mlp", num_classes=10, input_shape=digits.input_shape, hidden=[32, 32])
+    plain = mc.evaluate_path(mc.Line(a, a, b), digits, ts=3, progress=False)
+    fixed = mc.evaluate_path(RepairedLine(a, a, b, digits), digits, ts=3, progress=False)
+    for name in ("train_nll", "test_error"):
+        assert getattr(fixed, name)[0] == getattr(plain, name)[0]
+        assert getattr(fixed, name)[-1] == getattr(plain, name)[-1]
+    assert fixed.train_nll[1] != plain.train_nll[1]
+
+
+def test_a_repaired_line_needs_biases():
+    net = nn.Sequential(nn.Linear(4, 8, bias=False), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(ValueError, match="needs a bias"):
+        RepairedLine(net, net, net, torch.randn(16, 4))

@@ -42,8 +42,13 @@ def test_align_app_writes_an_aligned_endpoint_that_computes_the_same_function(en
     assert torch.allclose(aligned.eval()(x), original.eval()(x), atol=1e-5)
     assert ckpt.meta["aligned_to"] == str(paths[0]) and ckpt.meta["alignment"] == method
     report = json.loads((tmp / "out" / "align.json").read_text())
-    assert set(report["lines"]) == {"start to end", "start to aligned end"}
-    assert set(report["repaired_midpoint_test_score"]) == set(report["lines"])
+    assert set(report["lines"]) == {
+        "start to end",
+        "start to aligned end",
+        "start to end, repair",
+        "start to aligned end, repair",
+    }
+    assert (tmp / "out" / "path_aligned_repair.npz").exists()
     assert (tmp / "out" / "align.png").exists() and (tmp / "out" / "path_aligned.npz").exists()
 
 

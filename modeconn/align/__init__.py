@@ -2,7 +2,7 @@
 graph), permuting a network by them, and matching one network's units to another's."""
 
 from modeconn.align.activations import activation_matching
-from modeconn.align.repair import channel_stats, repair
+from modeconn.align.repair import RepairedLine, channel_stats, repair
 from modeconn.align.spec import (
     PermutationSpec,
     SpecError,
@@ -16,6 +16,7 @@ from modeconn.align.weights import Matching, permutation_distance, weight_matchi
 __all__ = [
     "Matching",
     "PermutationSpec",
+    "RepairedLine",
     "SpecError",
     "activation_matching",
     "apply_permutation",

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from modeconn.align.spec import PermutationSpec
 from modeconn.align.trace import permutation_spec
+from modeconn.curves.family import Line
 
 METHODS = ("repair", "rescale")
 
@@ -146,3 +147,46 @@ def repair(
             else:
                 layer.bias.copy_(new_bias.to(layer.bias.dtype))
     return net.eval()
+
+
+class RepairedLine(Line):
+    """The straight line from a to b with REPAIR at every t: phi(t) is `repair`'s network at
+    alpha = t, so `evaluate_path(RepairedLine(...), data)` gives the REPAIRed line's loss and
+    error with everything the engine does (BatchNorm statistics, shards, progress).
+
+    Every hidden layer needs a bias (the correction's shift is fused into it); a network with
+    BatchNorm needs no REPAIR (the engine resets its statistics at every point)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        start: nn.Module | Mapping[str, Tensor],
+        end: nn.Module | Mapping[str, Tensor],
+        data: Any,
+        *,
+        spec: PermutationSpec | None = None,
+        method: str = "repair",
+        samples: int | None = None,
+    ):
+        super().__init__(model, start, end)
+        self._ends = (_state(start), _state(end))
+        x = getattr(data, "train_x", data)
+        self._spec = spec or permutation_spec(model, x[:2])
+        missing = [
+            n
+            for n in _hidden_layers(model, self._spec)
+            if dict(model.named_modules())[n].bias is None
+        ]
+        if missing:
+            raise ValueError(
+                f"REPAIR along a path needs a bias in every hidden layer; {', '.join(missing[:3])} "
+                "have none (a network with BatchNorm needs no REPAIR: its statistics are reset "
+                "at every point)"
+            )
+        self._options = dict(data=data, spec=self._spec, method=method, samples=samples)
+        self._base = copy.deepcopy(model)
+
+    def point(self, t: float | Tensor, wd: float = 0.0) -> Tensor:
+        net = repair(self._base, *self._ends, float(t), **self._options)
+        like = self.start
+        return self.space.flatten(dict(net.named_parameters()), "the REPAIRed point").to(like)

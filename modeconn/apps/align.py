@@ -4,7 +4,7 @@
 end's hidden units are permuted to match start's (weight or activation matching over the
 permutation groups traced from the network), the aligned end is written as a normal endpoint
 checkpoint, and the line from start to end and the line from start to the aligned end are
-evaluated (BatchNorm statistics recomputed at every point), each with its midpoint REPAIRed.
+evaluated (BatchNorm statistics recomputed at every point), each also with REPAIR at every t.
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from modeconn.align import activation_matching, permutation_spec, repair, weight_matching
+from modeconn.align import (
+    RepairedLine,
+    activation_matching,
+    permutation_spec,
+    weight_matching,
+)
 from modeconn.apps.common import (
     CONFIG_PATH,
     app_run,
@@ -31,7 +36,6 @@ from modeconn.apps.outputs import guard_result, job_meta
 from modeconn.curves.family import Line
 from modeconn.curves.weights import fingerprint
 from modeconn.data.catalogue import load_dataset
-from modeconn.engine.point import evaluate
 from modeconn.io.atomic import atomic_write
 from modeconn.io.checkpoints import load_endpoint, save_checkpoint
 from modeconn.path import evaluate_path
@@ -39,6 +43,12 @@ from modeconn.plotting import plot_align, save_figure
 
 METHODS = ("weight", "activation")
 _MUST_MATCH = ("model", "model_args", "num_classes", "input_shape", "dataset")
+
+
+def _file_name(label: str) -> str:
+    """path_line, path_aligned, path_line_repair, path_aligned_rescale, ..."""
+    base = "path_aligned" if "aligned" in label else "path_line"
+    return base + (f"_{label.rsplit(', ', 1)[1]}" if ", " in label else "")
 
 
 def _aligned_path(cfg: DictConfig) -> Path:
@@ -80,7 +90,7 @@ def run(cfg: DictConfig) -> dict:
         "points": int(cfg.points),
         **settings.resume_config(),
     }
-    for name in ("path_line", "path_aligned"):
+    for name in ("path_line", "path_aligned"):  # the repair lines go with them
         guard_result(out / name, job, cfg.get("overwrite", False))
     spec = permutation_spec(a, data.train_x[:4])
     if cfg.method == "weight":
@@ -99,14 +109,12 @@ def run(cfg: DictConfig) -> dict:
         "start to end": evaluate_path(Line(a, a, b), data, **kw),
         "start to aligned end": evaluate_path(Line(a, a, aligned), data, **kw),
     }
-    repaired = {}
-    if cfg.repair:
+    if cfg.repair:  # the same two lines with REPAIR at every t
         for label, end in (("start to end", b), ("start to aligned end", aligned)):
-            mid = repair(a, a, end, 0.5, data, spec=spec, method=cfg.repair, samples=cfg.samples)
-            scores = evaluate(mid.to(device), data.test_x, data.test_y, task=data.task).as_dict()
-            repaired[label] = scores.get("error", scores.get("mse"))
-    for name, label in (("path_line", "start to end"), ("path_aligned", "start to aligned end")):
-        job_meta(lines[label], job).save(out / name)
+            line = RepairedLine(a, a, end, data, spec=spec, method=cfg.repair, samples=cfg.samples)
+            lines[f"{label}, {cfg.repair}"] = evaluate_path(line, data, **kw)
+    for label, result in lines.items():
+        job_meta(result, job).save(out / _file_name(label))
     report = {
         "aligned_checkpoint": str(ckpt),
         "matching": {
@@ -117,12 +125,11 @@ def run(cfg: DictConfig) -> dict:
         },  # fmt: skip
         "groups": {g: n for g, n in spec.sizes.items()},
         "lines": {label: p.barriers() for label, p in lines.items()},
-        "repaired_midpoint_test_score": repaired,
         "job": job,
     }
     text = json.dumps(report, indent=1, default=str)
     atomic_write(out / "align.json", lambda path: path.write_text(text))
-    save_figure(plot_align(lines, repaired, model=ka.meta.get("model")), out / "align")
+    save_figure(plot_align(lines, model=ka.meta.get("model")), out / "align")
     score = "test_error" if lines["start to end"].task == "classification" else "test_mse"
     before, after = (lines[k].barrier(score) for k in ("start to end", "start to aligned end"))
     log.info(
@@ -130,7 +137,7 @@ def run(cfg: DictConfig) -> dict:
         cfg.end, cfg.start, cfg.method, len(spec.groups), score, before, after, ckpt,
     )  # fmt: skip
     log.info("results in %s", out)
-    return {"checkpoint": ckpt, "lines": lines, "repaired": repaired, "matching": match}
+    return {"checkpoint": ckpt, "lines": lines, "matching": match}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="align")

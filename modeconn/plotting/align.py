@@ -17,14 +17,12 @@ def plot_align(
     first = next(iter(lines.values()))
     term, score = ("nll", "error") if first.task == "classification" else ("mse", "mse")
     fig, axes = _figure(2, width=4.8, height=3.6)
-    for (label, path), color in zip(
-        lines.items(), ("tab:gray", "tab:blue", "tab:green"), strict=False
-    ):
-        axes[0].plot(path.ts, getattr(path, f"train_{term}"), marker=".", color=color, label=label)
-        axes[1].plot(path.ts, getattr(path, f"test_{score}"), marker=".", color=color, label=label)
-        if repaired and label in repaired:
-            axes[1].plot([0.5], [repaired[label]], marker="*", ms=12, color=color, ls="none",
-                         label=f"{label}, REPAIR at t=0.5")  # fmt: skip
+    colors = {"start to end": "tab:gray", "start to aligned end": "tab:blue"}
+    for label, path in lines.items():
+        base = label.split(", ")[0]
+        style = dict(color=colors.get(base, "tab:green"), ls="--" if ", " in label else "-")
+        axes[0].plot(path.ts, getattr(path, f"train_{term}"), marker=".", label=label, **style)
+        axes[1].plot(path.ts, getattr(path, f"test_{score}"), marker=".", label=label, **style)
     axes[0].set_ylabel(f"train {term}")
     axes[1].set_ylabel(f"test {score}" + (" (%)" if score == "error" else ""))
     for ax in axes:
