@@ -49,6 +49,27 @@ def test_align_app_writes_an_aligned_endpoint_that_computes_the_same_function(en
         "start to aligned end, repair",
     }
     assert (tmp / "out" / "path_aligned_repair.npz").exists()
+    line = report["lines"]["start to aligned end"]
+    assert line["length"] > 0 and line["min_test_error"] <= line["mean_test_error"]
+
+
+def test_align_app_trains_a_curve_to_the_end_and_to_the_aligned_end(endpoints, tmp_path):
+    tmp, paths = endpoints
+    cfg = compose_app(
+        "align",
+        [f"start={paths[0]}", f"end={paths[1]}", f"out={tmp_path / 'o'}", "points=3"]
+        + [f"checkpoint={tmp_path / 'al.pt'}", "progress=false", "repair=null", "curves=true"]
+        + ["curve_optim.epochs=1", "curve_optim.batch_size=256"],
+    )
+    out = align.run(cfg)
+    assert set(out["lines"]) == {
+        "start to end",
+        "start to aligned end",
+        "start to end (curve)",
+        "start to aligned end (curve)",
+    }
+    assert (tmp_path / "o" / "path_curve_aligned.npz").exists()
+    assert (tmp_path / "o" / "path_curve.npz").exists()
     assert (tmp / "out" / "align.png").exists() and (tmp / "out" / "path_aligned.npz").exists()
 
 

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig
 
 from modeconn.align import (
@@ -31,24 +32,43 @@ from modeconn.apps.common import (
     pick_device,
     run_app,
     slug,
+    train_config,
 )
 from modeconn.apps.outputs import guard_result, job_meta
-from modeconn.curves.family import Line
+from modeconn.curves.family import Bezier, Line
 from modeconn.curves.weights import fingerprint
 from modeconn.data.catalogue import load_dataset
 from modeconn.io.atomic import atomic_write
 from modeconn.io.checkpoints import load_endpoint, save_checkpoint
 from modeconn.path import evaluate_path
 from modeconn.plotting import plot_align, save_figure
+from modeconn.training import train_curve
 
 METHODS = ("weight", "activation")
 _MUST_MATCH = ("model", "model_args", "num_classes", "input_shape", "dataset")
 
 
 def _file_name(label: str) -> str:
-    """path_line, path_aligned, path_line_repair, path_aligned_rescale, ..."""
-    base = "path_aligned" if "aligned" in label else "path_line"
+    """path_line, path_aligned, path_line_repair, path_aligned_rescale, path_curve_aligned..."""
+    kind = "curve" if label.endswith("(curve)") else "line"
+    base = f"path_{kind}_aligned" if "aligned" in label else f"path_{kind}"
+    if kind == "line":
+        base = base.replace("path_line_aligned", "path_aligned")
     return base + (f"_{label.rsplit(', ', 1)[1]}" if ", " in label else "")
+
+
+def _summary(path) -> dict:
+    """Both barrier definitions, the test score's min and mean along the path and the path's
+    length in weight space."""
+    score = "test_error" if path.task == "classification" else "test_mse"
+    values = getattr(path, score)
+    return {
+        "barriers": path.barriers(),
+        f"min_{score}": float(values.min()),
+        f"max_{score}": float(values.max()),
+        f"mean_{score}": float(values.mean()),
+        "length": float(path.arc_length.sum()),
+    }
 
 
 def _aligned_path(cfg: DictConfig) -> Path:
@@ -113,6 +133,13 @@ def run(cfg: DictConfig) -> dict:
         for label, end in (("start to end", b), ("start to aligned end", aligned)):
             line = RepairedLine(a, a, end, data, spec=spec, method=cfg.repair, samples=cfg.samples)
             lines[f"{label}, {cfg.repair}"] = evaluate_path(line, data, **kw)
+    if cfg.curves:  # a curve to end and one to the aligned end, from one seed
+        for label, end in (("start to end", b), ("start to aligned end", aligned)):
+            torch.manual_seed(int(cfg.curve_seed))
+            curve = Bezier(a, a, end, degree=2).to(device)
+            config = train_config(cfg.curve_optim, int(cfg.curve_seed), cfg.progress)
+            train_curve(curve, data, config)
+            lines[f"{label} (curve)"] = evaluate_path(curve, data, **kw)
     for label, result in lines.items():
         job_meta(result, job).save(out / _file_name(label))
     report = {
@@ -124,7 +151,7 @@ def run(cfg: DictConfig) -> dict:
             "runs": match.runs,
         },  # fmt: skip
         "groups": {g: n for g, n in spec.sizes.items()},
-        "lines": {label: p.barriers() for label, p in lines.items()},
+        "lines": {label: _summary(p) for label, p in lines.items()},
         "job": job,
     }
     text = json.dumps(report, indent=1, default=str)

@@ -17,10 +17,9 @@ def plot_align(
     first = next(iter(lines.values()))
     term, score = ("nll", "error") if first.task == "classification" else ("mse", "mse")
     fig, axes = _figure(2, width=4.8, height=3.6)
-    colors = {"start to end": "tab:gray", "start to aligned end": "tab:blue"}
     for label, path in lines.items():
-        base = label.split(", ")[0]
-        style = dict(color=colors.get(base, "tab:green"), ls="--" if ", " in label else "-")
+        ls = ":" if label.endswith("(curve)") else ("--" if ", " in label else "-")
+        style = dict(color="tab:blue" if "aligned" in label else "tab:gray", ls=ls)
         axes[0].plot(path.ts, getattr(path, f"train_{term}"), marker=".", label=label, **style)
         axes[1].plot(path.ts, getattr(path, f"test_{score}"), marker=".", label=label, **style)
     axes[0].set_ylabel(f"train {term}")
