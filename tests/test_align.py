@@ -21,6 +21,7 @@ from modeconn.align import (
     apply_permutation,
     check_spec,
     inverse,
+    merge_many,
     permutation_spec,
     weight_matching,
 )
@@ -344,3 +345,34 @@ def test_a_repaired_line_needs_biases():
     net = nn.Sequential(nn.Linear(4, 8, bias=False), nn.ReLU(), nn.Linear(8, 2))
     with pytest.raises(ValueError, match="needs a bias"):
         RepairedLine(net, net, net, torch.randn(16, 4))
+
+
+def test_merge_many_aligns_permuted_copies_onto_one_network():
+    model, shape = registry_model("convfc")
+    spec = permutation_spec(model, torch.randn(2, *shape))
+    copies = [
+        apply_permutation(
+            spec, model.state_dict(), spec.random_permutations(torch.Generator().manual_seed(s))
+        )
+        for s in range(3)
+    ]
+    aligned, mean = merge_many(None, copies, spec=spec)
+    for state in aligned[1:]:
+        assert all(torch.equal(state[k], aligned[0][k]) for k in state)
+    assert all(torch.allclose(mean[k], aligned[0][k]) for k in mean)
+    x = torch.randn(8, *shape)
+    for original, state in zip(copies, aligned, strict=True):
+        a, b = (
+            mc.build_model(
+                "convfc",
+                num_classes=10,
+                input_shape=shape,
+                widths=[8, 16, 16],
+                hidden=32,
+                pool_padding=1,
+            )
+            for _ in range(2)
+        )
+        a.load_state_dict(original)
+        b.load_state_dict(state)
+        assert torch.allclose(a.eval()(x), b.eval()(x), atol=1e-5)

@@ -11,7 +11,7 @@ from modeconn.align.spec import (
     inverse,
 )
 from modeconn.align.trace import permutation_spec
-from modeconn.align.weights import Matching, permutation_distance, weight_matching
+from modeconn.align.weights import Matching, merge_many, permutation_distance, weight_matching
 
 __all__ = [
     "Matching",
@@ -23,6 +23,7 @@ __all__ = [
     "channel_stats",
     "check_spec",
     "inverse",
+    "merge_many",
     "permutation_distance",
     "permutation_spec",
     "repair",

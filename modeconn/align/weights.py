@@ -170,3 +170,50 @@ def permutation_distance(p: Mapping[str, Tensor], q: Mapping[str, Tensor]) -> fl
     total = sum(len(v) for v in p.values())
     wrong = sum(int((p[g].cpu() != q[g].cpu()).sum()) for g in p)
     return wrong / max(total, 1)
+
+
+def merge_many(
+    model: nn.Module | None,
+    networks: list[nn.Module | Mapping[str, Tensor]],
+    *,
+    spec: PermutationSpec | None = None,
+    example_input: Tensor | None = None,
+    max_rounds: int = 50,
+    seed: int = 0,
+) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+    """MergeMany (Ainsworth et al. 2023, Algorithm 3): align N networks to each other.
+
+    In each round, in a random order, every network is weight-matched to the mean of the
+    others (as they are aligned so far); rounds stop when no network's permutation changes.
+    Returns the N aligned state dicts (each the same function as its network) and their mean
+    (floating tensors averaged; others taken from the first)."""
+    if len(networks) < 2:
+        raise ValueError(f"merge_many needs two or more networks, got {len(networks)}")
+    if spec is None:
+        if model is None or example_input is None:
+            raise ValueError("merge_many needs spec=... or model and example_input=...")
+        spec = permutation_spec(model, example_input)
+    states = [{k: v.detach() for k, v in _state(n).items()} for n in networks]
+    aligned = [dict(s) for s in states]
+    perms: list[dict[str, Tensor] | None] = [None] * len(states)
+    generator = torch.Generator().manual_seed(seed)
+
+    def mean_of(items: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        return {
+            k: torch.stack([s[k] for s in items]).mean(0) if v.is_floating_point() else v
+            for k, v in items[0].items()
+        }
+
+    for _ in range(max_rounds):
+        changed = False
+        for i in torch.randperm(len(states), generator=generator).tolist():
+            target = mean_of([s for j, s in enumerate(aligned) if j != i])
+            new, match = weight_matching(None, target, states[i], spec=spec)
+            if perms[i] is None or any(
+                not torch.equal(match.perms[g], perms[i][g]) for g in match.perms
+            ):
+                changed = True
+            perms[i], aligned[i] = match.perms, new
+        if not changed:
+            break
+    return aligned, mean_of(aligned)
