@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from modeconn.align.spec import PermutationSpec
 from modeconn.align.trace import permutation_spec
+from modeconn.align.weights import _state
 from modeconn.curves.family import Line
 
 METHODS = ("repair", "rescale")
@@ -79,10 +80,6 @@ def channel_stats(
         mean = s1 / n
         out[name] = (mean, (s2 / n - mean**2).clamp_min(0).sqrt())
     return out
-
-
-def _state(x: nn.Module | Mapping[str, Tensor]) -> dict[str, Tensor]:
-    return dict(x.state_dict() if isinstance(x, nn.Module) else x)
 
 
 def repair(

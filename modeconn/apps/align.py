@@ -39,13 +39,12 @@ from modeconn.curves.family import Bezier, Line
 from modeconn.curves.weights import fingerprint
 from modeconn.data.catalogue import load_dataset
 from modeconn.io.atomic import atomic_write
-from modeconn.io.checkpoints import load_endpoint, save_checkpoint
+from modeconn.io.checkpoints import IDENTITY, load_endpoint, save_checkpoint
 from modeconn.path import evaluate_path
 from modeconn.plotting import plot_align, save_figure
 from modeconn.training import train_curve
 
 METHODS = ("weight", "activation")
-_MUST_MATCH = ("model", "model_args", "num_classes", "input_shape", "dataset")
 
 
 def _file_name(label: str) -> str:
@@ -86,7 +85,7 @@ def run(cfg: DictConfig) -> dict:
     named, data = named_endpoints(cfg, device)
     hint = "Pass the checkpoints of two trained endpoint networks (start=... end=...)."
     (a, ka), (b, kb) = (load_endpoint(p, meta=named, hint=hint) for p in (cfg.start, cfg.end))
-    for key in _MUST_MATCH:
+    for key in IDENTITY:
         if ka.meta.get(key) != kb.meta.get(key):
             raise ValueError(
                 f"start and end differ in {key} ({ka.meta.get(key)!r} vs {kb.meta.get(key)!r}): "

@@ -32,11 +32,8 @@ from modeconn.apps.outputs import args_tag
 from modeconn.apps.train import trajectory_hooks
 from modeconn.curves.family import build_curve
 from modeconn.engine.point import evaluate_point
-from modeconn.io.checkpoints import load_endpoint
+from modeconn.io.checkpoints import IDENTITY, load_endpoint
 from modeconn.training import train_curve
-
-# Endpoint metadata that must agree for two networks to be connected.
-_MUST_MATCH = ("model", "model_args", "num_classes", "input_shape", "dataset")
 
 
 def curve_path(cfg: DictConfig) -> Path:
@@ -60,7 +57,7 @@ def run(cfg: DictConfig) -> dict:
     hint = "Pass the checkpoints of the two trained endpoint networks (start=... end=...)."
     start, start_ckpt = load_endpoint(cfg.start, meta=named, hint=hint)
     end, end_ckpt = load_endpoint(cfg.end, meta=named, hint=hint)
-    differing = [k for k in _MUST_MATCH if start_ckpt.meta.get(k) != end_ckpt.meta.get(k)]
+    differing = [k for k in IDENTITY if start_ckpt.meta.get(k) != end_ckpt.meta.get(k)]
     if differing:
         details = "; ".join(
             f"{k}: {start_ckpt.meta.get(k)!r} vs {end_ckpt.meta.get(k)!r}" for k in differing
@@ -70,7 +67,7 @@ def run(cfg: DictConfig) -> dict:
             f"({details}). "
             "Connect endpoints of the same architecture trained on the same data set."
         )
-    meta = {k: start_ckpt.meta[k] for k in _MUST_MATCH}
+    meta = {k: start_ckpt.meta[k] for k in IDENTITY}
     source = named if data is not None else start_ckpt.meta  # what the data set is read from
     root = cfg.data_root if cfg.data_root is not None else source.get("dataset_root")
     options = source.get("dataset_args") or {}

@@ -176,7 +176,8 @@ def endpoint_meta(
 
 
 # Metadata that names what an endpoint is; given keys must agree with a checkpoint's own.
-_IDENTITY = ("model", "model_args", "num_classes", "input_shape", "dataset")
+# what makes two endpoint checkpoints one architecture on one data set
+IDENTITY = ("model", "model_args", "num_classes", "input_shape", "dataset")
 
 
 def load_endpoint(
@@ -245,7 +246,7 @@ def load_endpoint(
 def _check_agrees(path: Path, own: Mapping[str, Any], given: Mapping[str, Any]) -> None:
     differing = [
         k
-        for k in _IDENTITY
+        for k in IDENTITY
         if given.get(k) is not None and plain_meta({k: given[k]}) != plain_meta({k: own.get(k)})
     ]
     if differing:
