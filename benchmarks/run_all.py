@@ -25,6 +25,7 @@ def main() -> None:
         ("bench_hessian.py", "Hessian eigenvalues and trace vs PyHessian and Li et al."),
         ("bench_similarity.py", "Linear CKA and SVCCA vs torch-cka and google/svcca's formulas"),
         ("bench_align.py", "Weight and activation matching: recovery, time, sweeps"),
+        ("bench_align_width.py", "Barriers after alignment: width, REPAIR, restarts"),
     ):
         out = HERE / f".{script}.md"
         subprocess.run([sys.executable, str(HERE / script), "--markdown", str(out)], check=True)

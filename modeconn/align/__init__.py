@@ -2,7 +2,14 @@
 graph), permuting a network by them, and matching one network's units to another's."""
 
 from modeconn.align.activations import activation_matching
-from modeconn.align.repair import RepairedLine, channel_stats, repair
+from modeconn.align.repair import (
+    ChannelAffine,
+    EndStats,
+    RepairedLine,
+    channel_stats,
+    end_stats,
+    repair,
+)
 from modeconn.align.spec import (
     PermutationSpec,
     SpecError,
@@ -14,6 +21,8 @@ from modeconn.align.trace import permutation_spec
 from modeconn.align.weights import Matching, merge_many, permutation_distance, weight_matching
 
 __all__ = [
+    "ChannelAffine",
+    "EndStats",
     "Matching",
     "PermutationSpec",
     "RepairedLine",
@@ -22,6 +31,7 @@ __all__ = [
     "apply_permutation",
     "channel_stats",
     "check_spec",
+    "end_stats",
     "inverse",
     "merge_many",
     "permutation_distance",

@@ -5,12 +5,12 @@ and the check that a spec keeps the network's function.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 
 FIXED = 0  # the group of axes that are never permuted
 
@@ -117,25 +117,33 @@ def inverse(perm: Tensor) -> Tensor:
 
 def check_spec(spec: PermutationSpec, model: nn.Module, example_input: Tensor, *, seed: int = 0):
     """Raise SpecError if permuting `model` by random permutations of `spec` changes its
-    outputs on `example_input` (eval mode, and train mode with dropout off)."""
+    outputs on `example_input` (eval mode, and train mode with dropout off). The model runs
+    on float64 copies of its state (`functional_call`); its own tensors are not touched."""
     perms = spec.random_permutations(torch.Generator().manual_seed(seed))
-    original = copy.deepcopy(model).double()
-    permuted = copy.deepcopy(original)
-    permuted.load_state_dict(apply_permutation(spec, original.state_dict(), perms))
-    x = example_input.double()
-    for mode in ("eval", "train"):
-        for net in (original, permuted):
-            net.train(mode == "train")
-            for m in net.modules():
+    state = {
+        k: v.detach().to(torch.float64, copy=True) if v.is_floating_point() else v.clone()
+        for k, v in model.state_dict().items()
+    }
+    permuted = apply_permutation(spec, state, perms)
+    like = next(iter(state.values()), example_input)
+    x = example_input.to(like.device, torch.float64)
+    modes = {m: m.training for m in model.modules()}
+    try:
+        for mode in ("eval", "train"):
+            model.train(mode == "train")
+            for m in model.modules():
                 if isinstance(m, nn.modules.dropout._DropoutNd):
                     m.eval()
-        with torch.no_grad():
-            a, b = original(x), permuted(x)
-        scale = a.abs().max().item() or 1.0
-        worst = (a - b).abs().max().item()
-        if worst > 1e-5 * scale:
-            raise SpecError(
-                f"the traced permutation groups change {type(model).__name__}'s outputs in "
-                f"{mode} mode (by {worst:.3g}, outputs up to {scale:.3g}): an op was not "
-                "understood; write the groups with PermutationSpec.from_dict"
-            )
+            with torch.no_grad():
+                a, b = (functional_call(model, s, (x,)) for s in (state, permuted))
+            scale = a.abs().max().item() or 1.0
+            worst = (a - b).abs().max().item()
+            if worst > 1e-5 * scale:
+                raise SpecError(
+                    f"the traced permutation groups change {type(model).__name__}'s outputs in "
+                    f"{mode} mode (by {worst:.3g}, outputs up to {scale:.3g}): an op was not "
+                    "understood; write the groups with PermutationSpec.from_dict"
+                )
+    finally:
+        for m, training in modes.items():
+            m.training = training

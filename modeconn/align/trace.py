@@ -126,10 +126,16 @@ class _Tracer:
                 f"torch.fx cannot trace {type(model).__name__} ({str(err).splitlines()[0]}); "
                 "write its permutation groups with PermutationSpec.from_dict"
             ) from err
+        like = next((p for p in model.parameters() if p.is_floating_point()), None)
+        if like is not None and example_input.is_floating_point():
+            example_input = example_input.to(like)
         was = model.training
-        with torch.no_grad():
-            ShapeProp(self.graph).propagate(example_input)
-        model.train(was)
+        try:  # eval mode: shapes only, no BatchNorm statistics updated
+            model.eval()
+            with torch.no_grad():
+                ShapeProp(self.graph).propagate(example_input)
+        finally:
+            model.train(was)
         self.groups = _Groups()
         self.entries: list[tuple[int, str, int, int]] = []  # (group, tensor, axis, repeat)
         self.taps: list[tuple[int, str, str, int]] = []  # (group, node, kind, channel axis)

@@ -22,6 +22,7 @@ from modeconn.align import (
     permutation_spec,
     weight_matching,
 )
+from modeconn.align.repair import METHODS as REPAIRS
 from modeconn.apps.common import (
     CONFIG_PATH,
     app_run,
@@ -81,6 +82,8 @@ def _aligned_path(cfg: DictConfig) -> Path:
 def run(cfg: DictConfig) -> dict:
     if cfg.method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if cfg.repair is not None and cfg.repair not in REPAIRS:
+        raise ValueError(f"repair must be one of {', '.join(REPAIRS)} or null, got {cfg.repair!r}")
     device = pick_device(cfg.device)
     named, data = named_endpoints(cfg, device)
     hint = "Pass the checkpoints of two trained endpoint networks (start=... end=...)."
