@@ -73,8 +73,14 @@ def test_every_registry_model_traces_to_groups_that_keep_its_outputs(name):
         (lambda: torchvision.models.resnet18(num_classes=10), 12),
         (lambda: torchvision.models.mobilenet_v3_small(num_classes=10), None),
         (lambda: torchvision.models.vgg11_bn(num_classes=10), 10),
+        (
+            lambda: torchvision.models.googlenet(
+                num_classes=10, aux_logits=False, init_weights=False
+            ),
+            57,
+        ),
     ],
-    ids=["resnet18", "mobilenet_v3_small", "vgg11_bn"],
+    ids=["resnet18", "mobilenet_v3_small", "vgg11_bn", "googlenet"],
 )
 def test_torchvision_models_trace_and_keep_their_outputs(build, groups):
     torch.manual_seed(0)
@@ -89,8 +95,8 @@ def test_a_residual_stream_is_one_group():
     model, shape = registry_model("preresnet20")
     spec = permutation_spec(model, torch.randn(2, *shape))
     assert len(spec.groups) == 12
-    stream = next(g for g, e in spec.groups.items() if any(t == "conv1.weight" for t, _, _ in e))
-    members = {t for t, _, _ in spec.groups[stream]}
+    stream = next(g for g, e in spec.groups.items() if any(t == "conv1.weight" for t, *_ in e))
+    members = {t for t, *_ in spec.groups[stream]}
     assert {"layer1.0.conv2.weight", "layer1.1.conv2.weight", "layer1.2.conv2.weight"} <= members
 
 
@@ -107,7 +113,7 @@ def test_tracing_leaves_the_network_untouched_and_takes_any_float_input():
 def test_batchnorm_buffers_are_permuted_but_never_num_batches_tracked():
     model, shape = registry_model("preresnet20")
     spec = permutation_spec(model, torch.randn(2, *shape))
-    tensors = {t for e in spec.groups.values() for t, _, _ in e}
+    tensors = {t for e in spec.groups.values() for t, *_ in e}
     assert any(t.endswith("running_mean") for t in tensors)
     assert not any(t.endswith("num_batches_tracked") for t in tensors)
     assert set(spec.buffers) >= {t for t in tensors if t.endswith(("running_mean", "running_var"))}
@@ -116,7 +122,7 @@ def test_batchnorm_buffers_are_permuted_but_never_num_batches_tracked():
 def test_every_axis_of_size_above_one_is_in_a_group_or_listed_fixed():
     model, shape = registry_model("preresnet20")
     spec = permutation_spec(model, torch.randn(2, *shape))
-    grouped = {(t, a) for e in spec.groups.values() for t, a, _ in e}
+    grouped = {(t, a) for e in spec.groups.values() for t, a, *_ in e}
     fixed = set(spec.fixed)
     assert not grouped & fixed
     for name, value in model.state_dict().items():
@@ -129,7 +135,7 @@ def test_flatten_into_a_linear_repeats_the_channel_over_positions():
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
     spec = permutation_spec(net, torch.randn(2, *DIGITS))
     (entries,) = spec.groups.values()
-    assert ("3.weight", 1, 36) in entries and spec.sizes[next(iter(spec.groups))] == 4
+    assert ("3.weight", 1, 36, 0) in entries and spec.sizes[next(iter(spec.groups))] == 4
 
 
 def test_a_grouped_convolution_fixes_its_axes_and_a_depthwise_one_passes_them():
@@ -137,7 +143,72 @@ def test_a_grouped_convolution_fixes_its_axes_and_a_depthwise_one_passes_them():
     assert permutation_spec(grouped, torch.randn(2, *DIGITS)).groups == {}
     depthwise = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 2, 1))
     (entries,) = permutation_spec(depthwise, torch.randn(2, *DIGITS)).groups.values()
-    assert ("1.weight", 0, 1) in entries and ("2.weight", 1, 1) in entries
+    assert ("1.weight", 0, 1, 0) in entries and ("2.weight", 1, 1, 0) in entries
+
+
+class Concatenating(nn.Module):
+    """Two branches concatenated along channels, normalised together, then concatenated with
+    the input (a fixed slice) and read by one convolution: DenseNet's and U-Net's pattern."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 6, 3, padding=1), nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(10)
+        self.c = nn.Conv2d(11, 5, 3)
+        self.fc = nn.Linear(5 * 6 * 6, 3)
+
+    def forward(self, x):
+        y = torch.cat([torch.relu(self.a(x)), torch.relu(self.b(x))], dim=1)
+        y = torch.cat([torch.relu(self.bn(y)), x], 1)
+        return self.fc(torch.flatten(torch.relu(self.c(y)), 1))
+
+
+def test_a_concatenation_maps_each_branch_to_its_slice():
+    torch.manual_seed(0)
+    net = Concatenating()
+    spec = permutation_spec(net, torch.randn(4, *DIGITS))  # checked by the function
+    assert sorted(spec.sizes.values()) == [4, 5, 6]
+    ga = next(g for g, e in spec.groups.items() if ("a.weight", 0, 1, 0) in e)
+    gb = next(g for g, e in spec.groups.items() if ("b.weight", 0, 1, 0) in e)
+    assert {("bn.weight", 0, 1, 0), ("bn.running_var", 0, 1, 0), ("c.weight", 1, 1, 0)} <= set(
+        spec.groups[ga]
+    )
+    assert {("bn.bias", 0, 1, 6), ("c.weight", 1, 1, 6)} <= set(spec.groups[gb])
+    assert ("c.weight", 1) not in spec.fixed  # partly grouped, the input's slice unpermuted
+    for seed in range(5):
+        p = spec.random_permutations(torch.Generator().manual_seed(seed))
+        permuted = apply_permutation(spec, net.state_dict(), p)
+        _, match = weight_matching(net, net, permuted, spec=spec)
+        assert all(torch.equal(match.perms[g], inverse(p[g])) for g in p)
+    _, match = activation_matching(net, net, permuted, torch.randn(256, *DIGITS), spec=spec)
+    assert all(torch.equal(match.perms[g], inverse(p[g])) for g in p)
+
+
+def test_a_hand_written_slice_is_checked_against_its_axis():
+    net = Concatenating()
+    state = net.state_dict()
+    spec = PermutationSpec.from_dict(
+        {"b": [("b.weight", 0), ("b.bias", 0), ("bn.weight", 0, 1, 6), ("c.weight", 1, 1, 6)]},
+        state,
+    )
+    assert spec.sizes == {"b": 4} and ("c.weight", 1, 1, 6) in spec.groups["b"]
+    with pytest.raises(SpecError, match="does not fit"):
+        PermutationSpec.from_dict({"b": [("b.weight", 0), ("c.weight", 1, 1, 8)]}, state)
+    with pytest.raises(SpecError, match="only slices"):
+        PermutationSpec.from_dict({"b": [("c.weight", 1, 1, 6)]}, state)
+
+
+def test_a_branch_concatenated_twice_is_fixed():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.c = nn.Conv2d(1, 4, 3), nn.Conv2d(8, 2, 3)
+
+        def forward(self, x):
+            y = torch.relu(self.a(x))
+            return self.c(torch.cat([y, y], 1)).mean((2, 3))
+
+    assert permutation_spec(Twice(), torch.randn(2, *DIGITS)).groups == {}
 
 
 def test_an_unknown_op_is_one_error_naming_it():

@@ -48,7 +48,7 @@ METHODS = ("repair", "rescale", "repair_closed")
 
 def _hidden_layers(model: nn.Module, spec: PermutationSpec) -> list[str]:
     """The Linear / Conv modules whose output channels a group holds, in module order."""
-    grouped = {t for entries in spec.groups.values() for t, axis, _ in entries if axis == 0}
+    grouped = {e[0] for entries in spec.groups.values() for e in entries if e[1] == 0}
     return [
         name
         for name, m in model.named_modules()

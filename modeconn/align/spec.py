@@ -23,9 +23,11 @@ class SpecError(ValueError):
 class PermutationSpec:
     """Which axes of which tensors move together.
 
-    groups: group name -> [(tensor name, axis, repeat)]: the state-dict tensor's `axis` is
-        permuted by the group's permutation, each unit owning `repeat` consecutive entries
-        (repeat > 1 for a Linear after flattening a (C, H, W) map: H*W per channel).
+    groups: group name -> [(tensor name, axis, repeat, offset)]: the state-dict tensor's
+        `axis` is permuted by the group's permutation, each unit owning `repeat` consecutive
+        entries (repeat > 1 for a Linear after flattening a (C, H, W) map: H*W per channel),
+        the group's units * repeat entries starting at `offset` (> 0, or shorter than the
+        axis, for a slice: a layer reading a concatenation of several groups).
     sizes: group name -> number of units.
     fixed: (tensor name, axis) of every axis of size > 1 that no permutation touches (kernel
         axes, the input's and the logits' axes, what a grouped convolution constrains).
@@ -36,7 +38,7 @@ class PermutationSpec:
         after a merge), where activation matching reads the units; empty for a hand-written spec.
     """
 
-    groups: dict[str, list[tuple[str, int, int]]]
+    groups: dict[str, list[tuple[str, int, int, int]]]
     sizes: dict[str, int]
     fixed: list[tuple[str, int]] = field(default_factory=list)
     buffers: list[str] = field(default_factory=list)
@@ -46,16 +48,29 @@ class PermutationSpec:
     def from_dict(
         cls, groups: Mapping[str, Sequence[Sequence]], state: Mapping[str, Tensor]
     ) -> PermutationSpec:
-        """A hand-written spec: {group: [(tensor name, axis) or (tensor name, axis, repeat)]},
-        checked against `state` (a state dict): every entry's axis has size units * repeat."""
-        out: dict[str, list[tuple[str, int, int]]] = {}
+        """A hand-written spec: {group: [(tensor name, axis), (tensor name, axis, repeat) or
+        (tensor name, axis, repeat, offset)]}, checked against `state` (a state dict): a whole
+        axis (two or three fields) has size units * repeat; a slice (four fields: the group's
+        units * repeat entries from `offset` on) must fit in its axis, and its group needs
+        one whole-axis entry to give its size."""
+        out: dict[str, list[tuple[str, int, int, int]]] = {}
         sizes: dict[str, int] = {}
         for name, entries in groups.items():
             out[name] = []
             for entry in entries:
-                tensor, axis, repeat = (*entry, 1)[:3] if len(entry) == 2 else tuple(entry)
+                if len(entry) not in (2, 3, 4):
+                    raise SpecError(
+                        f"group {name!r}: entry {tuple(entry)} is not (tensor, axis[, repeat[, "
+                        "offset]])"
+                    )
+                tensor, axis, repeat, offset = (
+                    (*entry, 1, 0)[:4] if len(entry) == 2 else (*entry, 0)[:4]
+                )
                 if tensor not in state:
                     raise SpecError(f"group {name!r}: {tensor!r} is not in the state dict")
+                out[name].append((tensor, int(axis), int(repeat), int(offset)))
+                if len(entry) == 4:
+                    continue
                 length = state[tensor].shape[axis]
                 if length % repeat:
                     raise SpecError(f"group {name!r}: {tensor} axis {axis} ({length}) / {repeat}")
@@ -65,8 +80,17 @@ class PermutationSpec:
                         f"group {name!r}: {tensor} axis {axis} has {units} units, "
                         f"the group {sizes[name]}"
                     )
-                out[name].append((tensor, int(axis), int(repeat)))
-        touched = {(t, a) for entries in out.values() for t, a, _ in entries}
+            for tensor, axis, repeat, offset in out[name]:
+                if name not in sizes:
+                    raise SpecError(
+                        f"group {name!r} has only slices: give one whole axis for its size"
+                    )
+                if offset < 0 or offset + sizes[name] * repeat > state[tensor].shape[axis]:
+                    raise SpecError(
+                        f"group {name!r}: the slice of {tensor} axis {axis} from {offset} "
+                        f"({sizes[name]} x {repeat}) does not fit its {state[tensor].shape[axis]}"
+                    )
+        touched = {(t, a) for entries in out.values() for t, a, _, _ in entries}
         fixed = [
             (t, a)
             for t, v in state.items()
@@ -84,12 +108,19 @@ class PermutationSpec:
         return {g: torch.arange(n) for g, n in self.sizes.items()}
 
 
-def permute_axis(value: Tensor, axis: int, perm: Tensor, repeat: int = 1) -> Tensor:
+def permute_axis(
+    value: Tensor, axis: int, perm: Tensor, repeat: int = 1, offset: int = 0
+) -> Tensor:
     """`value` with its `axis` reordered so that unit i becomes unit perm[i] of the input
-    (each unit `repeat` consecutive entries)."""
+    (each unit `repeat` consecutive entries; the units from entry `offset` on, the rest of
+    the axis unchanged)."""
     perm = perm.to(value.device)
     if repeat > 1:
         perm = (perm[:, None] * repeat + torch.arange(repeat, device=value.device)).reshape(-1)
+    if offset or len(perm) != value.shape[axis]:
+        index = torch.arange(value.shape[axis], device=value.device)
+        index[offset : offset + len(perm)] = perm + offset
+        perm = index
     return value.index_select(axis, perm)
 
 
@@ -103,8 +134,8 @@ def apply_permutation(
     for group, entries in spec.groups.items():
         if group not in perms:
             continue
-        for tensor, axis, repeat in entries:
-            out[tensor] = permute_axis(out[tensor], axis, perms[group], repeat)
+        for tensor, axis, repeat, offset in entries:
+            out[tensor] = permute_axis(out[tensor], axis, perms[group], repeat, offset)
     return out
 
 

@@ -28,80 +28,24 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from modeconn.align.channels import Chan, Groups
+from modeconn.align.ops import (
+    ACTIVATION_MODULES,
+    ACTIVATION_NAMES,
+    FLATTEN_NAMES,
+    MERGE_NAMES,
+    PASS_MODULES,
+    PASS_NAMES,
+    SHAPE_NAMES,
+)
 from modeconn.align.spec import FIXED, PermutationSpec, SpecError, check_spec
 
-# modules and functions that act on each channel alone (the channel group passes through)
-_PASS_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.CELU,
-    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Mish, nn.PReLU, nn.Identity,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-)  # fmt: skip
-_PASS_NAMES = {
-    "relu", "relu_", "relu6", "gelu", "silu", "sigmoid", "tanh", "elu", "leaky_relu",
-    "hardswish", "hardsigmoid", "hardtanh", "softplus", "mish", "dropout", "dropout2d",
-    "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
-    "adaptive_max_pool1d", "adaptive_max_pool2d", "contiguous", "clone", "float", "double",
-    "to", "detach", "neg", "abs", "exp", "sqrt", "square", "pow", "clamp", "clamp_min",
-}  # fmt: skip
-# the nonlinearities whose outputs are activation matching's default tap points
-_ACTIVATION_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.CELU,
-    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Mish, nn.PReLU,
-)  # fmt: skip
-_ACTIVATION_NAMES = {
-    "relu", "relu_", "relu6", "gelu", "silu", "sigmoid", "tanh", "elu", "leaky_relu",
-    "hardswish", "hardsigmoid", "hardtanh", "softplus", "mish",
-}  # fmt: skip
-_MERGE_NAMES = {"add", "add_", "iadd", "sub", "isub", "mul", "mul_", "imul", "truediv", "div"}
-_SHAPE_NAMES = {"size", "dim", "shape", "getattr", "numel"}  # results are not tensors
-_FLATTEN_NAMES = {"flatten", "view", "reshape"}
-
-
 # --------------------------------------------------------------------------- tracing
-
-
-class _Groups:
-    """Union-find over channel groups; group 0 (FIXED) absorbs whatever joins it."""
-
-    def __init__(self) -> None:
-        self.parent = [FIXED]
-        self.names = ["fixed"]
-
-    def new(self, name: str) -> int:
-        self.parent.append(len(self.parent))
-        self.names.append(name)
-        return len(self.parent) - 1
-
-    def find(self, g: int) -> int:
-        while self.parent[g] != g:
-            self.parent[g] = self.parent[self.parent[g]]
-            g = self.parent[g]
-        return g
-
-    def union(self, a: int, b: int) -> int:
-        a, b = self.find(a), self.find(b)
-        if a == b:
-            return a
-        low, high = min(a, b), max(a, b)  # FIXED (0) wins; else the earlier group's name
-        self.parent[high] = low
-        return low
-
-
-@dataclass
-class _Chan:
-    group: int
-    axis: int
-    repeat: int = 1
 
 
 def _shape(node: fx.Node) -> tuple[int, ...] | None:
@@ -136,10 +80,11 @@ class _Tracer:
                 ShapeProp(self.graph).propagate(example_input)
         finally:
             model.train(was)
-        self.groups = _Groups()
-        self.entries: list[tuple[int, str, int, int]] = []  # (group, tensor, axis, repeat)
+        self.groups = Groups()
+        # (group, tensor, axis, repeat, offset, whole axis)
+        self.entries: list[tuple[int, str, int, int, int, bool]] = []
         self.taps: list[tuple[int, str, str, int]] = []  # (group, node, kind, channel axis)
-        self.chan: dict[fx.Node, _Chan | None] = {}
+        self.chan: dict[fx.Node, Chan | None] = {}
         self.module_out: dict[str, int] = {}
         self.module_in: dict[str, int] = {}
 
@@ -147,33 +92,47 @@ class _Tracer:
         """Record a node whose output carries a group on its channel axis (one unit per
         channel): "post" after a nonlinearity, "pre" after a layer, "stream" after a merge."""
         chan = self.chan.get(node)
-        if chan is not None and chan.group != FIXED and chan.repeat == 1:
+        if chan is not None and chan.parts is None and chan.group != FIXED and chan.repeat == 1:
             self.taps.append((chan.group, node.name, kind, chan.axis))
 
     def tie(self, group: int, tensor: str, axis: int, repeat: int = 1) -> None:
-        self.entries.append((group, tensor, axis, repeat))
+        self.entries.append((group, tensor, axis, repeat, 0, True))
+
+    def tie_parts(self, x: Chan, tensor: str, axis: int, scale: int = 1) -> None:
+        """Tie `tensor`'s `axis` to x's channel groups: the whole axis to a plain group, one
+        slice per part after a concatenation."""
+        if x.parts is None:
+            self.tie(x.group, tensor, axis, x.repeat * scale)
+            return
+        for group, repeat, offset in x.slices():
+            self.entries.append((group, tensor, axis, repeat * scale, offset * scale, False))
+
+    def fix(self, x: Chan | None) -> None:
+        """Fix every group of x's channel axis (it will not be permuted)."""
+        if x is not None:
+            for group, _, _ in x.slices():
+                self.groups.union(group, FIXED)
 
     def run(self) -> PermutationSpec:
         modules = dict(self.graph.named_modules())
         for node in self.graph.graph.nodes:
             if node.op == "placeholder":
                 shape = _shape(node)
-                self.chan[node] = _Chan(FIXED, 1 if shape and len(shape) > 1 else 0)
+                self.chan[node] = Chan(FIXED, 1 if shape and len(shape) > 1 else 0)
             elif node.op == "output":
                 for arg in node.all_input_nodes:
-                    if self.chan.get(arg) is not None:
-                        self.groups.union(self.chan[arg].group, FIXED)
+                    self.fix(self.chan.get(arg))
             elif node.op == "call_module":
                 self.chan[node] = self.module(node, modules[node.target])
                 self.tap(
-                    node, "post" if isinstance(modules[node.target], _ACTIVATION_MODULES) else "pre"
+                    node, "post" if isinstance(modules[node.target], ACTIVATION_MODULES) else "pre"
                 )
             elif node.op in ("call_function", "call_method"):
                 self.chan[node] = self.function(node)
                 name = _op_name(node)
-                merge = name in _MERGE_NAMES or node.target in (operator.add, operator.mul)
-                if name in _ACTIVATION_NAMES or merge:
-                    self.tap(node, "post" if name in _ACTIVATION_NAMES else "stream")
+                merge = name in MERGE_NAMES or node.target in (operator.add, operator.mul)
+                if name in ACTIVATION_NAMES or merge:
+                    self.tap(node, "post" if name in ACTIVATION_NAMES else "stream")
             elif node.op == "get_attr":
                 raise SpecError(
                     f"node {node.name!r} reads the tensor {node.target!r} directly (get_attr); "
@@ -181,7 +140,7 @@ class _Tracer:
                 )
         return self.spec()
 
-    def tensor_inputs(self, node: fx.Node) -> list[_Chan]:
+    def tensor_inputs(self, node: fx.Node) -> list[Chan]:
         return [self.chan[a] for a in node.all_input_nodes if self.chan.get(a) is not None]
 
     def unknown(self, node: fx.Node, what: str) -> SpecError:
@@ -203,105 +162,171 @@ class _Tracer:
         self.module_in[name] = group
         return group
 
-    def module(self, node: fx.Node, m: nn.Module) -> _Chan | None:
+    def enter(self, name: str, x: Chan, usable: bool) -> Chan:
+        """x as module `name` reads it: its groups if `usable` (the module acts on x's channel
+        axis), else fixed. A module called more than once reads one group on every call; one
+        that reads a concatenation is tied to it on its first call only (later calls fixed)."""
+        if not usable:
+            self.fix(x)
+            x = Chan(FIXED, x.axis)
+        if x.parts is not None:
+            if name in self.module_in:
+                self.groups.union(self.module_in[name], FIXED)
+                self.fix(x)
+                return Chan(FIXED, x.axis)
+            self.module_in[name] = FIXED
+            return x
+        return Chan(self.feed(name, x.group), x.axis, x.repeat)
+
+    def module(self, node: fx.Node, m: nn.Module) -> Chan | None:
         name = str(node.target)
         prefix = f"{name}." if name else ""
         ins = self.tensor_inputs(node)
-        x = ins[0] if ins else _Chan(FIXED, 1)
+        x = ins[0] if ins else Chan(FIXED, 1)
         shape = _shape(node)
         ndim = len(shape) if shape else 2
         if isinstance(m, nn.Linear):
-            g_in = self.feed(name, x.group if x.axis == ndim - 1 else FIXED)
-            self.tie(g_in, prefix + "weight", 1, x.repeat if x.axis == ndim - 1 else 1)
+            self.tie_parts(self.enter(name, x, x.axis == ndim - 1), prefix + "weight", 1)
             out = self.start(node, name)
             self.tie(out, prefix + "weight", 0)
             if m.bias is not None:
                 self.tie(out, prefix + "bias", 0)
-            return _Chan(out, ndim - 1)
+            return Chan(out, ndim - 1)
         if isinstance(m, nn.modules.conv._ConvNd):
             transposed = isinstance(m, nn.modules.conv._ConvTransposeNd)
             out_axis, in_axis = (1, 0) if transposed else (0, 1)
             if m.groups == 1:
-                g_in = self.feed(name, x.group if x.axis == 1 else FIXED)
-                self.tie(g_in, prefix + "weight", in_axis)
-                out = self.start(node, name)
+                self.tie_parts(self.enter(name, x, x.axis == 1), prefix + "weight", in_axis)
+                y = Chan(self.start(node, name), 1)
             elif m.groups == m.in_channels == m.out_channels and not transposed:
-                out = self.feed(name, x.group if x.axis == 1 else FIXED)  # depthwise
+                y = self.enter(name, x, x.axis == 1).like(1)  # depthwise: channel by channel
             else:  # block permutations only: fixed here
-                self.groups.union(x.group, FIXED)
-                out = FIXED
-            self.tie(out, prefix + "weight", out_axis)
+                self.fix(x)
+                y = Chan(FIXED, 1)
+            self.tie_parts(y, prefix + "weight", out_axis)
             if m.bias is not None:
-                self.tie(out, prefix + "bias", 0)
-            return _Chan(out, 1)
+                self.tie_parts(y, prefix + "bias", 0)
+            return y
         if isinstance(m, nn.modules.batchnorm._NormBase):  # BatchNorm, InstanceNorm
-            g = self.feed(name, x.group if x.axis == 1 else FIXED)
+            y = self.enter(name, x, x.axis == 1)
             for t in ("weight", "bias", "running_mean", "running_var"):
                 if getattr(m, t, None) is not None:
-                    self.tie(g, prefix + t, 0)
-            return _Chan(g, 1, x.repeat)
+                    self.tie_parts(y, prefix + t, 0)
+            return y
         if isinstance(m, nn.LayerNorm):
             first = ndim - len(m.normalized_shape)
-            g = self.feed(name, x.group if x.axis == first else FIXED)
+            y = self.enter(name, x, x.axis == first and x.parts is None)
             for t in ("weight", "bias"):
                 if getattr(m, t, None) is not None:
-                    self.tie(g, prefix + t, 0, x.repeat if first == ndim - 1 else 1)
-            return _Chan(g, x.axis, x.repeat)
+                    self.tie(y.group, prefix + t, 0, y.repeat if first == ndim - 1 else 1)
+            return y
         if isinstance(m, nn.GroupNorm):
-            g = self.feed(name, x.group if m.num_groups == 1 and x.axis == 1 else FIXED)
+            y = self.enter(name, x, m.num_groups == 1 and x.axis == 1)
             for t in ("weight", "bias"):
                 if getattr(m, t, None) is not None:
-                    self.tie(g, prefix + t, 0)
-            return _Chan(g, 1)
-        if isinstance(m, _PASS_MODULES):
+                    self.tie_parts(y, prefix + t, 0)
+            return y.like(1)
+        if isinstance(m, PASS_MODULES):
             if isinstance(m, nn.PReLU) and m.num_parameters > 1:
-                self.tie(x.group, prefix + "weight", 0)
-            return _Chan(x.group, x.axis, x.repeat)
+                self.tie_parts(x, prefix + "weight", 0)
+            return x.like()
         if isinstance(m, nn.Flatten):
             return self.flatten(node, x, m.start_dim)
         leaf = not any(True for _ in m.parameters(recurse=False)) and not list(m.children())
         # a parameter-free leaf fx kept whole: allowed only if it keeps the shape
         if leaf and shape is not None and _shape(node.all_input_nodes[0]) == shape:
-            return _Chan(x.group, x.axis, x.repeat)
+            return x.like()
         raise self.unknown(node, f"module {name} of type {type(m).__name__}")
 
-    def flatten(self, node: fx.Node, x: _Chan, start_dim: int) -> _Chan:
+    def flatten(self, node: fx.Node, x: Chan, start_dim: int) -> Chan:
         before = _shape(node.all_input_nodes[0])
         after = _shape(node)
         if before == after:
             return x
         if before is None or after is None or x.axis != 1 or len(after) != 2 or start_dim != 1:
-            self.groups.union(x.group, FIXED)
-            return _Chan(FIXED, len(after) - 1 if after else 1)
-        return _Chan(x.group, 1, x.repeat * math.prod(before[2:]))
+            self.fix(x)
+            return Chan(FIXED, len(after) - 1 if after else 1)
+        return x.like(1, math.prod(before[2:]))
 
-    def function(self, node: fx.Node) -> _Chan | None:
+    def merge(self, chans: list[Chan]) -> Chan:
+        """The channel groups of an elementwise op of tensors: one permutation for all (the
+        same slices, part by part, after concatenations); anything else fixed."""
+        x = chans[0]
+        layout = [(n, r) for _, n, r in x.parts] if x.parts is not None else None
+        same = all(c.axis == x.axis and c.repeat == x.repeat for c in chans) and all(
+            (c.parts is None) == (x.parts is None)
+            and (c.parts is None or [(n, r) for _, n, r in c.parts] == layout)
+            for c in chans
+        )
+        if not same:
+            for c in chans:
+                self.fix(c)
+            return Chan(FIXED, x.axis)
+        if x.parts is None:
+            group = x.group
+            for c in chans[1:]:
+                group = self.groups.union(group, c.group)
+            return Chan(group, x.axis, x.repeat)
+        parts = []
+        for i, (group, n, r) in enumerate(x.parts):
+            for c in chans[1:]:
+                group = self.groups.union(group, c.parts[i][0])
+            parts.append((group, n, r))
+        return Chan(FIXED, x.axis, 1, tuple(parts))
+
+    def concatenate(self, node: fx.Node) -> Chan:
+        """torch.cat along the channel axis: the parts in order (a group twice: fixed); along
+        another axis: a merge."""
+        tensors = node.args[0] if node.args else node.kwargs.get("tensors", ())
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        chans = [self.chan.get(t) if isinstance(t, fx.Node) else None for t in tensors]
+        shape = _shape(node)
+        if not chans or any(c is None for c in chans) or shape is None:
+            for c in chans:
+                self.fix(c)
+            return Chan(FIXED, 1)
+        dim = int(dim) % len(shape)
+        if all(c.axis != dim for c in chans):  # along another axis: elementwise for channels
+            return self.merge(chans)
+        if any(c.axis != dim for c in chans):
+            for c in chans:
+                self.fix(c)
+            return Chan(FIXED, dim)
+        parts: list[tuple[int, int, int]] = []
+        for t, c in zip(tensors, chans, strict=True):
+            if c.parts is not None:
+                parts += c.parts
+            else:
+                parts.append((c.group, _shape(t)[dim] // c.repeat, c.repeat))
+        roots = [self.groups.find(g) for g, _, _ in parts]
+        for g in roots:
+            if g != FIXED and roots.count(g) > 1:  # one permutation on two slices: fixed
+                self.groups.union(g, FIXED)
+        return Chan(FIXED, dim, 1, tuple(parts))
+
+    def function(self, node: fx.Node) -> Chan | None:
         name = _op_name(node)
         shape = _shape(node)
         ins = self.tensor_inputs(node)
-        if shape is None or not ins or name in _SHAPE_NAMES:  # not a tensor, or no tensor input
+        if shape is None or not ins or name in SHAPE_NAMES:  # not a tensor, or no tensor input
             return None
         x = ins[0]
-        if name in _PASS_NAMES:
-            return _Chan(x.group, x.axis, x.repeat)
-        if name in _MERGE_NAMES or node.target in (operator.add, operator.mul, operator.sub):
-            group = x.group
-            for other in ins[1:]:
-                if _shape(node) != shape or other.axis != x.axis:
-                    group = self.groups.union(group, FIXED)
-                group = self.groups.union(group, other.group)
-            return _Chan(group, x.axis, x.repeat)
-        if name in _FLATTEN_NAMES:
+        if name in PASS_NAMES:
+            return x.like()
+        if name in MERGE_NAMES or node.target in (operator.add, operator.mul, operator.sub):
+            return self.merge(ins)
+        if name in FLATTEN_NAMES:
             start = node.args[1] if name == "flatten" and len(node.args) > 1 else 1
             return self.flatten(node, x, int(node.kwargs.get("start_dim", start)))
         if name == "mean" or name == "sum":
             before = _shape(node.all_input_nodes[0])
             if before is not None and x.axis == 1 and len(shape) >= 2 and shape[1] == before[1]:
-                return _Chan(x.group, 1, x.repeat if len(shape) == len(before) else 1)
+                if len(shape) == len(before):
+                    return x.like()
+                parts = None if x.parts is None else tuple((g, n, 1) for g, n, _ in x.parts)
+                return Chan(x.group, 1, 1, parts)
         if name == "cat":
-            for c in ins:
-                self.groups.union(c.group, FIXED)
-            return _Chan(FIXED, x.axis)
+            return self.concatenate(node)
         raise self.unknown(node, f"{node.op} {name}")
 
     def spec(self) -> PermutationSpec:
@@ -310,22 +335,29 @@ class _Tracer:
             for k, v in self.model.state_dict().items()
             if not k.endswith("num_batches_tracked")
         }
-        groups: dict[str, list[tuple[str, int, int]]] = {}
+        groups: dict[str, list[tuple[str, int, int, int]]] = {}
         sizes: dict[str, int] = {}
         touched: set[tuple[str, int]] = set()
-        for group, tensor, axis, repeat in self.entries:
+        for group, tensor, axis, repeat, offset, whole in self.entries:
             root = self.groups.find(group)
             if root == FIXED or tensor not in state:
                 continue
             name = self.groups.names[root]
-            entry = (tensor, axis, repeat)
+            entry = (tensor, axis, repeat, offset)
             if entry in groups.setdefault(name, []):
                 continue
             groups[name].append(entry)
-            units = state[tensor].shape[axis] // repeat
-            if sizes.setdefault(name, units) != units:
-                raise SpecError(f"traced group {name!r}: {tensor} axis {axis} has {units} units")
             touched.add((tensor, axis))
+            if whole:
+                units = state[tensor].shape[axis] // repeat
+                if sizes.setdefault(name, units) != units:
+                    raise SpecError(
+                        f"traced group {name!r}: {tensor} axis {axis} has {units} units"
+                    )
+        for name, entries in groups.items():
+            for tensor, axis, repeat, offset in entries:
+                if offset + sizes[name] * repeat > state[tensor].shape[axis]:
+                    raise SpecError(f"traced group {name!r}: a slice overruns {tensor} axis {axis}")
         fixed = [(t, a) for t, v in state.items() for a in range(v.ndim) if v.shape[a] > 1]
         spec = PermutationSpec(
             {g: e for g, e in groups.items() if sizes[g] > 1},

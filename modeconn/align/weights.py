@@ -73,10 +73,10 @@ def _run(
     max_sweeps: int,
 ) -> tuple[dict[str, Tensor], int, list[float]]:
     cost = set(names)
-    axes: dict[str, list[tuple[int, str, int]]] = {}
+    axes: dict[str, list[tuple[int, str, int, int]]] = {}
     for group, entries in spec.groups.items():
-        for tensor, axis, repeat in entries:
-            axes.setdefault(tensor, []).append((axis, group, repeat))
+        for tensor, axis, repeat, offset in entries:
+            axes.setdefault(tensor, []).append((axis, group, repeat, offset))
     order = list(spec.groups)
     history = [_objective(a, apply_permutation(spec, b, perms), names)]
     sweeps = 0
@@ -87,16 +87,17 @@ def _run(
             group = order[k]
             n = spec.sizes[group]
             c = torch.zeros(n, n, dtype=torch.float64, device=next(iter(a.values())).device)
-            for tensor, axis, _ in spec.groups[group]:
+            for tensor, axis, repeat, offset in spec.groups[group]:
                 if tensor not in cost:
                     continue
                 wb = b[tensor]
-                for other_axis, other, repeat in axes[tensor]:
-                    if other != group or other_axis != axis:
-                        wb = permute_axis(wb, other_axis, perms[other], repeat)
-                wa_m = a[tensor].double().movedim(axis, 0).reshape(n, -1)
-                wb_m = wb.double().movedim(axis, 0).reshape(n, -1)
-                c += wa_m @ wb_m.T
+                for other_axis, other, other_repeat, other_offset in axes[tensor]:
+                    if other != group or other_axis != axis or other_offset != offset:
+                        wb = permute_axis(wb, other_axis, perms[other], other_repeat, other_offset)
+                span = n * repeat
+                wa_m = a[tensor].narrow(axis, offset, span).double().movedim(axis, 0)
+                wb_m = wb.narrow(axis, offset, span).double().movedim(axis, 0)
+                c += wa_m.reshape(n, -1) @ wb_m.reshape(n, -1).T
             old = perms[group]
             _, new = linear_sum_assignment(c.cpu().numpy(), maximize=True)
             rows = torch.arange(n, device=c.device)
