@@ -26,10 +26,11 @@ import modeconn as mc  # noqa: E402
 from modeconn.align import apply_permutation, inverse, permutation_distance  # noqa: E402
 
 
-def recovery(net, spec, seeds: int, restarts: int) -> tuple[int, float, float]:
-    """(runs recovering every unit, mean fraction of units right, median seconds)."""
-    exact, right, times = 0, [], []
-    for seed in range(seeds):
+def recovery(net, spec, seeds, restarts: int) -> tuple[int, float, float, list[int]]:
+    """(runs recovering every unit, mean fraction of units right, median seconds, the seeds
+    that failed) over `seeds` (an int: range(seeds))."""
+    exact, right, times, failed = 0, [], [], []
+    for seed in range(seeds) if isinstance(seeds, int) else seeds:
         p = spec.random_permutations(torch.Generator().manual_seed(seed))
         shuffled = apply_permutation(spec, net.state_dict(), p)
         began = time.perf_counter()
@@ -38,7 +39,9 @@ def recovery(net, spec, seeds: int, restarts: int) -> tuple[int, float, float]:
         wrong = permutation_distance(m.perms, {g: inverse(q) for g, q in p.items()})
         exact += wrong == 0
         right.append(1 - wrong)
-    return exact, statistics.mean(right), statistics.median(times)
+        if wrong:
+            failed.append(seed)
+    return exact, statistics.mean(right), statistics.median(times), failed
 
 
 def main() -> None:
@@ -66,7 +69,7 @@ def main() -> None:
         mc.train_endpoint(res, data, mc.TrainConfig(epochs=5, seed=1, progress=False))
         spec = mc.permutation_spec(res, data.train_x[:4])
         for restarts in (1, 8):
-            exact, right, sec = recovery(res, spec, args.seeds, restarts)
+            exact, right, sec, _ = recovery(res, spec, args.seeds, restarts)
             say(
                 f"| preresnet-8, width {width} | {len(spec.groups)} | {restarts} "
                 f"| {exact}/{args.seeds} | {100 * right:.1f} % | {sec:.3f} |"
