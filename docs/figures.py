@@ -11,6 +11,10 @@
                 `analysis=curve` (about 3 minutes)
     trajectory  the trajectory gallery (`make gallery`, about 4 minutes) and SGD vs Adam
     critique    `modeconn critique` (about 4 minutes)
+    simplex     benchmarks/simplex_digits.py: a 3-vertex simplex from one ConvFC on digits, drawn
+                as a triangle heat map (about 17 minutes; checkpoints in build/)
+    stability   benchmarks/stability_digits.py: an MLP's and a ConvFC's instability against
+                the spawn step on digits (about 20 minutes; checkpoints in build/)
 
 Each figure is written to docs/figures/ under the name the pages use. The runs work in
 build/figures/ (ignored by git), where their checkpoints stay, so that a second run reuses
@@ -97,7 +101,7 @@ def functions() -> None:
 LAYERS = [
     ("apps", ["apps"]),
     ("plotting", ["plotting"]),
-    ("analyses", ["trajectory", "curvature", "similarity"]),
+    ("analyses", ["trajectory", "curvature", "similarity", "lmc", "volumes"]),
     ("", ["landscape", "ensembles"]),
     ("", ["path", "plane"]),
     ("training", ["training"]),
@@ -267,8 +271,23 @@ def align() -> None:
     print(f"align: weight matching sweeps per restart {[r['sweeps'] for r in wm.runs]}")
 
 
+def simplex() -> None:
+    """benchmarks/simplex_digits.py (it resumes from build/simplex_digits/): the triangle heat
+    map of the Simplexes page."""
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "simplex_digits.py")], check=True)
+    copy(ROOT / "build" / "simplex_digits" / "triangle.png", "simplex_triangle.png")
+
+
+def stability() -> None:
+    """benchmarks/stability_digits.py (it resumes from build/stability_digits/): the figures
+    of the Stability page."""
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "stability_digits.py")], check=True)
+    for label in ("mlp", "convfc"):
+        copy(ROOT / "build" / "stability_digits" / f"{label}.png", f"stability_{label}.png")
+
+
 JOBS = {f.__name__: f for f in (demo, functions, shards, layers, curvature, similarity,
-                                trajectory, critique, align)}  # fmt: skip
+                                trajectory, critique, align, simplex, stability)}  # fmt: skip
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(JOBS)

@@ -1,9 +1,9 @@
 """modeconn: mode connectivity and loss-landscape analysis for any PyTorch model.
 
 The package's chapters are its folders: curves/, data/, models/, io/, engine/, the paper's
-core (path, plane, training), align/, ensembles/, landscape/, trajectory/, curvature/,
-similarity/, plotting/ and apps/. Each subpackage exports its public names; this module
-re-exports the API.
+core (path, plane, training), align/, lmc/ (stability), ensembles/, volumes/ (simplexes),
+landscape/, trajectory/, curvature/, similarity/, plotting/ and apps/. Each subpackage exports
+its public names; this module re-exports the API.
 """
 
 from modeconn._version import __version__  # noqa: F401
@@ -29,7 +29,17 @@ from modeconn.curvature import (
     hessian_extremes,
     hessian_trace,
 )
-from modeconn.curves import CURVES, Bezier, Curve, Line, PolyChain, WeightSpace, build_curve
+from modeconn.curves import (
+    CURVES,
+    Bezier,
+    Curve,
+    Line,
+    PolyChain,
+    Simplex,
+    SimplicialComplex,
+    WeightSpace,
+    build_curve,
+)
 from modeconn.data import Dataset, dataset_names, load_dataset
 from modeconn.engine import (
     EvalSettings,
@@ -77,6 +87,7 @@ from modeconn.landscape import (
     target_direction,
     zca_directions,
 )
+from modeconn.lmc import StabilityResult, stability
 from modeconn.models import build_model, model_names
 from modeconn.path import PathResult, barrier, evaluate_path
 from modeconn.plane import Plane, PlaneResult, evaluate_plane, evaluate_plane_through_curve
@@ -112,6 +123,14 @@ from modeconn.trajectory import (
     pca_directions,
     project,
     record_trajectory,
+)
+from modeconn.volumes import (
+    SimplexConfig,
+    SimplexEnsembleResult,
+    SimplexPointsResult,
+    evaluate_faces,
+    simplex_ensemble,
+    train_simplex,
 )
 
 __all__ = [
@@ -187,6 +206,8 @@ __all__ = [
     "Plane",
     "PlaneResult",
     "PolyChain",
+    "Simplex",
+    "SimplicialComplex",
     "TrainConfig",
     "WeightSpace",
     "barrier",
@@ -220,6 +241,14 @@ __all__ = [
     "recompute_bn",
     "resolve_points_per_pass",
     "save_checkpoint",
+    "stability",
+    "StabilityResult",
     "train_curve",
     "train_endpoint",
+    "SimplexConfig",
+    "SimplexEnsembleResult",
+    "SimplexPointsResult",
+    "evaluate_faces",
+    "simplex_ensemble",
+    "train_simplex",
 ]

@@ -3,7 +3,9 @@
 Both loops share `fit`: SGD with momentum, the learning-rate schedule of Garipov et al. 2018
 (constant for the first half, linear decay to 1 % by 90 %, then constant), a checkpoint every
 `save_every` epochs and at the end, and resume from that checkpoint with optimizer and RNG
-state, so an interrupted run ends with the same weights as an uninterrupted one.
+state, so an interrupted run ends with the same weights as an uninterrupted one. A run with
+separate data-order and augmentation seeds also stops at any step and goes on exactly, and
+children spawned there differ only in those seeds (`modeconn.io.run_state.spawn_checkpoint`).
 
 Curve training draws t ~ U[0, 1] once per mini-batch and runs SGD on the bends; weight decay
 is the paper's regulariser on the point, 0.5 * wd * ||phi(t)||^2, not decay of the bends.
@@ -27,13 +29,14 @@ from modeconn.curves.family import Curve, curve_args
 from modeconn.data.tasks import CLASSIFICATION, batch_score, task_loss, task_of
 from modeconn.engine.ranks import Ranks
 from modeconn.io.checkpoints import resume_checkpoint, save_checkpoint
-from modeconn.io.interrupt import save_on_interrupt
+from modeconn.io.interrupt import epoch_saved, save_on_interrupt
 from modeconn.io.run_state import (
     RESUME_KEYS,
+    TrainingRng,
     check_finite_params,
-    check_resumable,
-    rng_state,
-    set_rng_state,
+    check_stop,
+    diverged,
+    resumed_meta,
 )
 
 OPTIMIZERS = ("sgd", "adam")
@@ -53,6 +56,8 @@ class TrainConfig:
     augment: bool = True  # train-time augmentation, if the data set defines one
     progress: bool = True
     optimizer: str = "sgd"  # "sgd" (with momentum) or "adam" (betas 0.9, 0.999; momentum unused)
+    data_seed: int | None = None  # either set: data order and augmentation draw from two
+    augment_seed: int | None = None  # generators (io.run_state.TrainingRng); None: from seed
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -61,6 +66,9 @@ class TrainConfig:
         for name in ("lr", "wd", "momentum", "save_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("data_seed", "augment_seed"):
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) < 2**32:
+                raise ValueError(f"{name} must be None or in [0, 2**32), got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}"
@@ -83,6 +91,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: Path | None = None
     resumed_from_epoch: int = 0
+    step: int = 0  # optimizer steps done when `fit` returned
 
 
 StepFn = Callable[[nn.Module, Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
@@ -105,6 +114,7 @@ def fit(
     broadcast_buffers: bool = True,
     extra_state: tuple[Callable[[], Any], Callable[[Any], None]] | None = None,
     step_callbacks: Sequence[Callable[[int, float], None]] = (),
+    stop_at: int | None = None,
 ) -> TrainResult:
     """The shared SGD loop. `step(net, x, y, generator) -> (loss, logits)` computes one batch
     by calling `net`: `module` itself, or under torchrun its DistributedDataParallel wrapper.
@@ -118,6 +128,8 @@ def fit(
     optimizer step: `step` optimizer steps are done (0 at the very first batch of a fresh
     run), so the weights are still those the batch loss `loss` was computed on (a
     trajectory recorder's snapshot, `modeconn.trajectory.pca`).
+    `stop_at`: stop after that many optimizer steps, saving the checkpoint (inside an epoch:
+    a run with data_seed or augment_seed, whose epoch order is kept); a rerun goes on exactly.
     """
     if lr_fn is None:
         lr_fn = lambda e: lr_schedule(config.lr, e / config.epochs)  # noqa: E731
@@ -129,28 +141,33 @@ def fit(
         optimizer = torch.optim.SGD(
             params, lr=config.lr, momentum=config.momentum, weight_decay=weight_decay
         )
-    generator = torch.Generator().manual_seed(config.seed)
+    rngs = TrainingRng(config.seed, config.data_seed, config.augment_seed)
     torch.manual_seed(config.seed)
     meta = {
         **meta,
-        **{k: v for k, v in asdict(config).items() if k in RESUME_KEYS},
+        **{k: v for k, v in asdict(config).items() if k in RESUME_KEYS and v is not None},
         "epochs": config.epochs,
     }
     meta["optimizer"] = config.optimizer
+    steps = math.ceil(len(data.train_y) / config.batch_size)
     result = TrainResult(checkpoint=Path(checkpoint) if checkpoint else None)
-    start_epoch = 0
+    check_stop(stop_at, 0, steps, config.epochs, rngs.split, result.checkpoint)
+    start_epoch, skip, partial = 0, 0, None
     if result.checkpoint is not None and result.checkpoint.exists():
         ckpt = resume_checkpoint(result.checkpoint, meta["kind"])
-        check_resumable(result.checkpoint, ckpt.meta, meta)
+        meta = resumed_meta(result.checkpoint, ckpt.meta, meta)
         load_fn(ckpt.state)
         if extra_state is not None:
             extra_state[1](ckpt.training.get("extra"))
         result.history = list(ckpt.training.get("history", []))
         start_epoch = result.resumed_from_epoch = int(ckpt.meta["epoch"])
-        if ckpt.finished:
+        result.step = int(ckpt.meta.get("step", start_epoch * steps))
+        check_stop(stop_at, result.step, steps, config.epochs, rngs.split, result.checkpoint)
+        if ckpt.finished or result.step == stop_at:
             return result
         optimizer.load_state_dict(ckpt.training["optimizer"])
-        set_rng_state(generator, ckpt.training["rng"])
+        rngs.load(ckpt.training["rng"])
+        skip, partial = result.step - start_epoch * steps, ckpt.training.get("partial")
 
     check_finite_params(module, params, result.checkpoint)
 
@@ -159,27 +176,22 @@ def fit(
     device = params[0].device if params else next(module.buffers()).device
     net = ranks.wrap(module, device, broadcast_buffers)
 
-    def payload(epoch: int) -> tuple:
-        """What a checkpoint at the end of `epoch` holds, copied (a snapshot stays valid
-        while training goes on)."""
+    def payload(epoch: int, inside: dict | None = None) -> tuple:
+        """What a checkpoint at the end of `epoch` holds (`inside`: the next epoch's order and
+        sums, stopped inside it), copied (a snapshot stays valid while training goes on)."""
         extra = extra_state[0]() if extra_state is not None else None
-        return (
-            {k: v.detach().to("cpu", copy=True) for k, v in state_fn().items()},
-            {**meta, "epoch": epoch, "finished": epoch == config.epochs},
-            copy.deepcopy(
-                {
-                    "optimizer": optimizer.state_dict(),
-                    "rng": rng_state(generator),
-                    "history": result.history,
-                    "extra": extra,
-                }
-            ),
-        )
+        info = {**meta, "epoch": epoch, "finished": epoch == config.epochs}
+        if rngs.split:  # the step, for stopping and spawning anywhere
+            info["step"] = result.step
+        training = dict(optimizer=optimizer.state_dict(), rng=rngs.state(), history=result.history)
+        training.update(extra=extra, **({"partial": inside} if inside is not None else {}))
+        state = {k: v.detach().to("cpu", copy=True) for k, v in state_fn().items()}
+        return state, info, copy.deepcopy(training)
 
-    def save(epoch: int) -> None:
+    def save(epoch: int, inside: dict | None = None) -> None:
         if result.checkpoint is None or rank != 0:
             return
-        save_checkpoint(result.checkpoint, meta["kind"], *payload(epoch))
+        save_checkpoint(result.checkpoint, meta["kind"], *payload(epoch, inside))
 
     # The last finished epoch that is not on disk yet, kept in memory so that Ctrl-C or
     # SIGTERM (a preemption) saves it: `save_every=0` writes only at the end.
@@ -188,20 +200,11 @@ def fit(
     current = [start_epoch]
 
     def interrupted() -> str:
-        where = f"in epoch {current[0] + 1} of {config.epochs}"
-        if result.checkpoint is None:
-            return f"{where}; no checkpoint path was given, so nothing was saved"
-        if snapshot is not None and rank == 0:
+        if result.checkpoint is not None and snapshot is not None and rank == 0:
             save_checkpoint(result.checkpoint, meta["kind"], *snapshot)
         last = snapshot[1]["epoch"] if snapshot is not None else saved_epoch
-        if not last:
-            return f"{where}, before any epoch finished: nothing to save; rerun to start again"
-        return (
-            f"{where}: epoch {last} saved in '{result.checkpoint}'; rerun the same command to "
-            "resume"
-        )
+        return epoch_saved(f"in epoch {current[0] + 1} of {config.epochs}", result.checkpoint, last)
 
-    steps = math.ceil(len(data.train_y) / config.batch_size)
     bar = tqdm(
         range(start_epoch, config.epochs),
         desc=meta["kind"],
@@ -211,34 +214,27 @@ def fit(
     )
     with save_on_interrupt(interrupted):
         for epoch in bar:
+            if result.step == stop_at:  # at the start of this epoch
+                save(epoch)
+                break
             current[0] = epoch
             module.train()
             began, loss_sum, score, seen = time.perf_counter(), 0.0, 0.0, 0
-            batches = data.batches(
-                "train",
-                config.batch_size,
-                shuffle=True,
-                augment=config.augment,
-                generator=generator,
-            )
-            for i, (x, y) in enumerate(batches):
+            first = skip if epoch == start_epoch else 0  # the steps done before a stop
+            if first:
+                loss_sum, score, seen = (partial[k] for k in ("loss_sum", "score", "seen"))
+                began -= partial["seconds"]
+            batches, order = rngs.epoch(data, config, partial if first else None)
+            for i, (x, y) in enumerate(batches, start=first):
                 lr = lr_fn(epoch + i / steps)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 x, y, scale, counted = ranks.share(x, y)
-                loss, logits = step(net, x, y, generator)
+                loss, logits = step(net, x, y, rngs.noise)
                 value = ranks.largest(loss.detach())
                 if not torch.isfinite(value):
-                    raise FloatingPointError(
-                        f"the training loss became {value.item()} at epoch {epoch + 1}, step "
-                        f"{i + 1} (lr={lr:.4g}). Lower the learning rate (optim.lr)"
-                        + (
-                            f"; the checkpoint '{result.checkpoint}' is intact."
-                            if result.checkpoint is not None and result.checkpoint.exists()
-                            else "."
-                        )
-                    )
+                    raise diverged(value.item(), epoch, i + 1, lr, result.checkpoint)
                 for step_callback in step_callbacks:
                     step_callback(epoch * steps + i, value.item())
                 optimizer.zero_grad(set_to_none=True)
@@ -248,6 +244,12 @@ def fit(
                     loss_sum += loss.item() * len(y)
                     score += batch_score(task, logits, y)  # wrong predictions, or sum of mse
                     seen += len(y)
+                result.step = epoch * steps + i + 1
+                if result.step == stop_at and i + 1 < steps:  # stop inside the epoch
+                    sums = dict(loss_sum=loss_sum, score=score, seen=seen)
+                    seconds, visited = time.perf_counter() - began, (i + 1) * config.batch_size
+                    save(epoch, {"order": order, "visited": visited, "seconds": seconds, **sums})
+                    return result
             if ranks.world > 1:
                 loss_sum, score, seen = ranks.sums([loss_sum, score, seen], device)
                 seen = int(seen)
@@ -282,13 +284,15 @@ def train_endpoint(
     meta: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callable[[int, dict[str, float]], None]] = (),
     step_callbacks: Sequence[Callable[[int, float], None]] = (),
+    stop_at: int | None = None,
 ) -> TrainResult:
     """Train a network with SGD on the task's loss (cross-entropy; mse for a regression data
     set: `modeconn.data.tasks.task_loss`), weight decay `config.wd` in the optimizer.
 
     `meta` (model name/arguments, data set, ...) goes into the checkpoint; a checkpoint that
     exists at `checkpoint` is resumed (or returned at once if finished). `callbacks` run
-    after each epoch, `step_callbacks` at each batch before its update (`fit`).
+    after each epoch, `step_callbacks` at each batch before its update, `stop_at` stops
+    after that many steps (`fit`).
     """
 
     task = task_of(data)
@@ -310,6 +314,7 @@ def train_endpoint(
         weight_decay=config.wd,
         callbacks=callbacks,
         step_callbacks=step_callbacks,
+        stop_at=stop_at,
     )
 
 

@@ -32,6 +32,8 @@ RANK = {
     "trajectory": 8,
     "curvature": 8,
     "similarity": 8,
+    "volumes": 8,  # simplexes and complexes: trained by `fit`, scored against ensembles and FGE
+    "lmc": 8,  # linear mode connectivity: spawning, stability (Frankle et al. 2020)
     "plotting": 9,
     "apps": 10,
     "__init__": 11,  # modeconn/__init__: re-exports the API

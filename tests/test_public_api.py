@@ -123,6 +123,8 @@ SUBPACKAGES = [
     "trajectory",
     "curvature",
     "similarity",
+    "lmc",
+    "volumes",
     "plotting",
 ]
 

@@ -23,6 +23,8 @@ APPS = {
     "ensemble": "ensembles of w1 with phi(t)     (curve_ckpt=c.pt points=21)",
     "fge": "fast geometric ensembling       (start=a.pt cycles=4 cycle=2)",
     "align": "align end's units to start's    (start=a.pt end=b.pt method=weight|activation)",
+    "simplex": "a simplex or complex of networks (start=a.pt, or networks=[a.pt,b.pt,c.pt])",
+    "stability": "instability vs spawn step k     (spawn=[0,0.01,0.1,1.0] pairs=2)",
     "landscape": "the loss surface around a network (ckpt=a.pt directions=filter grid=51)",
     "curvature": "Hessian extremes, trace, spectrum (ckpt=a.pt where=point|path|surface)",
     "critique": "four direction families x three networks: can we trust the pictures?",

@@ -112,6 +112,7 @@ class Dataset:
         augment: bool = False,
         generator: torch.Generator | None = None,
         drop_last: bool = False,
+        order: Tensor | None = None,
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """One epoch of (x, y) batches, x: (B, *input_shape), y: (B,).
 
@@ -119,6 +120,9 @@ class Dataset:
         augment: pass x through `self.augment(x, generator)` (a no-op if it is None); meant
         for training only — evaluation calls leave it False and see the plain data.
         drop_last: skip a final batch smaller than `batch_size`.
+        order: (M,) int64 indices of the split to visit, in that order (M <= N: the rest of
+        an epoch resumed inside it); `shuffle` is then ignored and `generator` serves only
+        the augmentation (the order of a spawned run, `modeconn.training.fit`).
         """
         if split == "train":
             x, y = self.train_x, self.train_y
@@ -129,8 +133,9 @@ class Dataset:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         n = len(x)
-        order = None
-        if shuffle:
+        if order is not None:
+            order, n = order.to(x.device), len(order)
+        elif shuffle:
             device = generator.device if generator is not None else "cpu"
             order = torch.randperm(n, generator=generator, device=device).to(x.device)
         stop = n - n % batch_size if drop_last else n

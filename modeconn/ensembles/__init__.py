@@ -1,9 +1,14 @@
 """Ensembles along a curve (w1 with phi(t), and the curve's own), their members and
-diversity measures, and fast geometric ensembling (FGE)."""
+diversity and calibration measures, and fast geometric ensembling (FGE)."""
 
 from modeconn.ensembles.along_curve import EnsembleResult, ensembles_along_curve
 from modeconn.ensembles.fge import FGEResult, fge, fge_lr
-from modeconn.ensembles.measures import disagreement, ensemble_log_probs, kl_divergence
+from modeconn.ensembles.measures import (
+    disagreement,
+    ensemble_log_probs,
+    expected_calibration_error,
+    kl_divergence,
+)
 
 __all__ = [
     "EnsembleResult",
@@ -11,6 +16,7 @@ __all__ = [
     "disagreement",
     "ensemble_log_probs",
     "ensembles_along_curve",
+    "expected_calibration_error",
     "fge",
     "fge_lr",
     "kl_divergence",

@@ -112,6 +112,7 @@ def fge(
     progress: bool = True,
     checkpoint: str | Path | None = None,
     callbacks: Sequence[Callable[[int, dict[str, float]], None]] = (),
+    member_callbacks: Sequence[Callable[[int, Member], None]] = (),
 ) -> FGEResult:
     """Fast Geometric Ensembling from a trained `model` (left unchanged; a copy is trained).
 
@@ -124,7 +125,9 @@ def fge(
     `checkpoint`: a file the run saves after every epoch (weights, optimizer, RNG state and
     the snapshots so far) and resumes from, so a crashed run continues where it stopped and
     ends with the same snapshots; a run of other settings or another start network is
-    refused. `callbacks(epoch, record)` run after each training epoch.
+    refused. `callbacks(epoch, record)` run after each training epoch;
+    `member_callbacks(k, member)` with each snapshot's test outputs (`Member`) as snapshot k
+    is evaluated (what an ensemble measure beyond error and nll needs, e.g. calibration).
     """
     if cycles < 1:
         raise ValueError(f"cycles must be >= 1, got {cycles}")
@@ -199,6 +202,8 @@ def fge(
     members: list[Member] = []
     for k, (_, weights) in enumerate(tqdm(snapshots, desc="fge eval", disable=not progress)):
         member = point_member(work, weights, data, bn_samples=bn_samples)
+        for member_callback in member_callbacks:
+            member_callback(k, member)
         if task == CLASSIFICATION:
             lp = member.outputs
             running = lp if running is None else torch.logaddexp(running, lp)

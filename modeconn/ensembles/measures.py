@@ -1,5 +1,6 @@
 """How ensemble members differ and how they combine: the mean of probabilities, the
-disagreement of predicted classes, and the KL divergence between predictive distributions."""
+disagreement of predicted classes, the KL divergence between predictive distributions, and
+how well the predicted confidences are calibrated (expected calibration error)."""
 
 from __future__ import annotations
 
@@ -59,3 +60,30 @@ def kl_divergence(log_probs_a: Tensor, log_probs_b: Tensor) -> float:
     p = a.exp()
     terms = torch.where(p > 0, p * (a - b), torch.zeros_like(p))
     return terms.sum(1).clamp_min(0).mean().item()
+
+
+def expected_calibration_error(log_probs: Tensor, y: Tensor, bins: int = 15) -> float:
+    """Expected calibration error of log-probabilities (N, C) against labels (N,), a fraction
+    in [0, 1] (not percent): sum_m |B_m| / N * |acc(B_m) - conf(B_m)|.
+
+    Guo, Pleiss, Sun, Weinberger 2017 ("On Calibration of Modern Neural Networks", Eq. 3):
+    the confidence of an input is its largest predicted probability, the inputs fall into
+    `bins` equal-width bins ((m - 1) / M, m / M] of it (15 as in the paper), and acc / conf
+    are each bin's accuracy and mean confidence. Renormalised and summed in float64.
+    """
+    if log_probs.ndim != 2 or y.shape != (len(log_probs),) or len(y) == 0:
+        raise ValueError(
+            f"expected log-probabilities (N, C) and labels (N,) with N >= 1, got "
+            f"{tuple(log_probs.shape)} and {tuple(y.shape)}"
+        )
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    lp = log_probs.double()
+    lp = lp - torch.logsumexp(lp, dim=1, keepdim=True)
+    top, predicted = lp.max(1)
+    confidence = top.exp()
+    correct = (predicted == y.to(lp.device)).double()
+    index = (torch.ceil(confidence * bins).long() - 1).clamp(0, bins - 1)  # bin m holds (m-1, m]/M
+    gap = torch.zeros(bins, dtype=torch.float64, device=lp.device)
+    gap.index_add_(0, index, correct - confidence)  # per bin: sum(acc) - sum(conf)
+    return (gap.abs().sum() / len(y)).item()

@@ -41,7 +41,7 @@ from modeconn.models import build_model
 log = logging.getLogger("modeconn")
 
 FORMAT = 1
-KINDS = ("endpoint", "curve", "fge")  # fge: an FGE run in progress
+KINDS = ("endpoint", "curve", "fge", "simplex")  # fge: an FGE run; simplex: a vertex stage
 
 
 @dataclass
@@ -90,6 +90,7 @@ _PLAIN_HINT = (
 _KIND_HINTS = {
     "endpoint": "Pass an endpoint checkpoint (one `python -m modeconn.apps.train` writes).",
     "curve": "Pass a curve checkpoint written by `python -m modeconn.apps.connect`.",
+    "simplex": "Pass a simplex checkpoint written by `modeconn simplex` (one per vertex).",
 }
 _RESUME_HINT = (
     "Training saves and resumes at this path: choose another one for this run "

@@ -89,6 +89,15 @@ def interrupted_exit(err: KeyboardInterrupt) -> SystemExit:
     return SystemExit(128 + signal_of(err))
 
 
+def epoch_saved(where: str, checkpoint, last: int) -> str:
+    """What an interrupted training run says: where it was, and the last epoch on disk."""
+    if checkpoint is None:
+        return f"{where}; no checkpoint path was given, so nothing was saved"
+    if not last:
+        return f"{where}, before any epoch finished: nothing to save; rerun to start again"
+    return f"{where}: epoch {last} saved in '{checkpoint}'; rerun the same command to resume"
+
+
 def grid_saved(job) -> str:
     """Save a `PartialGrid` and say so: "64 of 169 points saved in <file>; rerun ..."."""
     job.save()

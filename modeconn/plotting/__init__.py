@@ -7,8 +7,9 @@ Errors are in percent, as `modeconn.engine.point` reports them. Labels and defau
 follow a result's task (`result.task`: classification error, regression MSE).
 
 One module per figure family: `plane`, `path`, `ensembles`, `functions` (the predictive
-functions along a curve), and `common` (titles, labels, saving); every public name is
-importable from `modeconn.plotting`.
+functions along a curve), `simplex` (triangle heat maps of a simplex's faces), `stability`
+(instability against the spawn step), and `common` (titles, labels, saving); every public
+name is importable from `modeconn.plotting`.
 
 Figures are built without pyplot (`matplotlib.figure.Figure`), so library code and Hydra jobs
 never need a display, never pick a backend and never accumulate open figures. In a notebook a
@@ -35,6 +36,8 @@ from modeconn.plotting.similarity import (
     plot_layer_similarity,
     plot_over_training,
 )
+from modeconn.plotting.simplex import plot_simplex, triangle_xy
+from modeconn.plotting.stability import plot_stability
 from modeconn.plotting.surface import (
     plot_contour,
     plot_heatmap,
@@ -74,6 +77,8 @@ __all__ = [
     "plot_panels",
     "plot_path",
     "plot_plane",
+    "plot_simplex",
+    "plot_stability",
     "plot_surface_3d",
     "plot_gallery",
     "plot_trajectories",
@@ -82,4 +87,5 @@ __all__ = [
     "shared_scale",
     "surface_html",
     "task_metrics",
+    "triangle_xy",
 ]
