@@ -26,6 +26,8 @@ def main() -> None:
         ("bench_similarity.py", "Linear CKA and SVCCA vs torch-cka and google/svcca's formulas"),
         ("bench_align.py", "Weight and activation matching: recovery, time, sweeps"),
         ("bench_align_width.py", "Barriers after alignment: width, REPAIR, restarts"),
+        ("simplex_digits.py", "Simplexes on digits: train loss, ensembles (about 17 min)"),
+        ("stability_digits.py", "Instability against the spawn step on digits (about 30 min)"),
     ):
         out = HERE / f".{script}.md"
         subprocess.run([sys.executable, str(HERE / script), "--markdown", str(out)], check=True)
