@@ -36,8 +36,11 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 def demo_curve(data):
     """The demo's endpoints and curve, trained with the demo's configuration."""
     demo = OmegaConf.load(CONF / "demo.yaml")
-    model = OmegaConf.load(CONF / "model" / "convfc.yaml")
-    args = {**OmegaConf.to_container(model.args), **OmegaConf.to_container(demo.model.args)}
+    (entry,) = [
+        d for d in OmegaConf.to_container(demo.defaults) if isinstance(d, dict) and "model" in d
+    ]
+    model = OmegaConf.load(CONF / "model" / f"{entry['model']}.yaml")
+    args = OmegaConf.to_container(model.args)
     sgd = OmegaConf.to_container(OmegaConf.load(CONF / "optim" / "sgd.yaml"))
     curve_optim = OmegaConf.to_container(OmegaConf.load(CONF / "optim" / "curve.yaml"))
     nets = []

@@ -21,6 +21,7 @@ def main() -> None:
         ("bench_curve_step.py", "Curve training step vs plain step"),
         ("bench_precision.py", "autocast on trained networks: accuracy cost and speed"),
         ("bench_subset.py", "The evaluation subset (eval_samples) on the demo plane"),
+        ("bench_adaptive.py", "Adaptive resolution vs the full regular grid"),
         ("bench_surface.py", "Loss surfaces vs loss-landscape's per-point loop"),
         ("bench_hessian.py", "Hessian eigenvalues and trace vs PyHessian and Li et al."),
         ("bench_similarity.py", "Linear CKA and SVCCA vs torch-cka and google/svcca's formulas"),

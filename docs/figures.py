@@ -11,6 +11,8 @@
                 `analysis=curve` (about 3 minutes)
     trajectory  the trajectory gallery (`make gallery`, about 4 minutes) and SGD vs Adam
     critique    `modeconn critique` (about 4 minutes)
+    adaptive    benchmarks/bench_adaptive.py: the demo-like plane, 129 x 129 regular beside
+                513 x 513 adaptive with its evaluated nodes (about 15 minutes on 2 cores)
     simplex     benchmarks/simplex_digits.py: a 3-vertex simplex from one ConvFC on digits, drawn
                 as a triangle heat map (about 17 minutes; checkpoints in build/)
     stability   benchmarks/stability_digits.py: an MLP's and a ConvFC's instability against
@@ -286,8 +288,21 @@ def stability() -> None:
         copy(ROOT / "build" / "stability_digits" / f"{label}.png", f"stability_{label}.png")
 
 
+def adaptive() -> None:
+    """benchmarks/bench_adaptive.py (its reference grids kept in build/bench_adaptive/): the
+    figure pair of the adaptive-resolution section."""
+    out = ROOT / "build" / "bench_adaptive"
+    bench = ROOT / "benchmarks" / "bench_adaptive.py"
+    subprocess.run(
+        [sys.executable, str(bench), "--cache", str(out), "--figures", str(out)], check=True
+    )
+    for name in ("adaptive_regular", "adaptive_plane"):
+        copy(out / f"{name}.png", f"{name}.png")
+
+
 JOBS = {f.__name__: f for f in (demo, functions, shards, layers, curvature, similarity,
-                                trajectory, critique, align, simplex, stability)}  # fmt: skip
+                                trajectory, critique, align, simplex, stability,
+                                adaptive)}  # fmt: skip
 
 if __name__ == "__main__":
     names = sys.argv[1:] or list(JOBS)

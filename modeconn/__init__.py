@@ -42,6 +42,7 @@ from modeconn.curves import (
 )
 from modeconn.data import Dataset, dataset_names, load_dataset
 from modeconn.engine import (
+    Adaptive,
     EvalSettings,
     Metrics,
     choose_points_per_pass,
@@ -198,6 +199,7 @@ __all__ = [
     "Curve",
     "Dataset",
     "EnsembleResult",
+    "Adaptive",
     "EvalSettings",
     "FGEResult",
     "Line",

@@ -31,7 +31,7 @@ from modeconn.curves.family import Curve, curve_args
 from modeconn.curves.geometry import Plane
 from modeconn.curves.weights import WeightSpace
 from modeconn.data.tasks import CLASSIFICATION, task_of
-from modeconn.engine import EvalSettings, GridResult, evaluate_grid, resolve_settings
+from modeconn.engine import Adaptive, EvalSettings, GridResult, evaluate_grid, resolve_settings
 from modeconn.io.store import PartialGrid
 
 
@@ -46,6 +46,9 @@ class PlaneResult(GridResult):
     phi(t) of a curve onto the plane, curve_distance (T,): their distance from it (both empty
     when no curve was given). anchor_distance (K,): each anchor's distance from the plane (a
     curve with several bends has control points off it; None in results saved before).
+    evaluated (Gx, Gy) bool, interp_error (Gx, Gy): for an adaptive grid, the nodes that were
+    evaluated (the others are interpolated) and the error estimate of each node in the
+    refinement quantity (`modeconn.engine.adaptive`); None for a regular grid.
     """
 
     x: np.ndarray
@@ -56,6 +59,8 @@ class PlaneResult(GridResult):
     curve_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     curve_distance: np.ndarray = field(default_factory=lambda: np.zeros(0))
     anchor_distance: np.ndarray | None = None
+    evaluated: np.ndarray | None = None
+    interp_error: np.ndarray | None = None
     task: str = CLASSIFICATION
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -140,6 +145,7 @@ def evaluate_plane(
     partial: str | Path | None = None,
     save_every_s: float = 30.0,
     shard: tuple[int, int] | None = None,
+    resolution: str | Adaptive = "regular",
     **engine: Any,
 ) -> PlaneResult | None:
     """Train/test loss, nll and error (%) at every node of a grid over `plane` (loss, mse
@@ -161,6 +167,12 @@ def evaluate_plane(
     shard: (k, n) evaluates only the nodes whose flat index i * Gy + j is k modulo n, into
     `partial` (required); it returns None while other shards are missing. `merge_shards`
     joins the shard files, and a final call with the merged file assembles the result.
+    resolution: "regular" (every node), or "adaptive" / `Adaptive(coarse, tol, metric,
+    ceiling)`: grid is then the target (2^m (coarse - 1) + 1 per side, e.g. 1025 from 33),
+    refined where the train loss (log10) disagrees with its interpolation by more than tol;
+    the result holds every node (interpolated where not evaluated), `evaluated` and
+    `interp_error` (`modeconn.engine.adaptive`). A shard then takes whole tiles of coarse
+    cells and runs to its end alone.
     """
     settings = resolve_settings(settings, engine)
     gx, gy = _grid_sizes(grid)
@@ -206,6 +218,7 @@ def evaluate_plane(
         shard=shard,
         progress=progress,
         desc="plane",
+        resolution=resolution,
     )
     if values is None:
         return None  # a shard: the other nodes belong to other processes
@@ -234,6 +247,8 @@ def evaluate_plane(
         curve_xy=curve_xy,
         curve_distance=curve_distance,
         anchor_distance=anchor_distance,
+        evaluated=values.evaluated,
+        interp_error=values.error,
         meta=meta,
     )
     if partial is not None:

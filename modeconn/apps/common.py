@@ -82,6 +82,36 @@ def engine_settings(cfg: DictConfig):
     return EvalSettings.from_config(plain(cfg.get("engine")) or {})
 
 
+def grid_resolution(cfg: DictConfig) -> tuple[Any, Any, dict[str, Any]]:
+    """(grid, resolution, job keys) from an app's grid and resolution options: the regular
+    grid `cfg.grid`, or with resolution=adaptive the target (`cfg.target`, else `cfg.grid`)
+    refined from `cfg.coarse` until `cfg.tol` in `cfg.refine_on` (`Adaptive`; `cfg.ceiling`:
+    no refinement above it). The job keys name the refinement for `guard_result` (none for
+    a regular grid, so its records stay as they were)."""
+    from modeconn.engine import Adaptive
+
+    def listed(value: Any) -> Any:  # a ListConfig as a tuple
+        return tuple(OmegaConf.to_container(value)) if OmegaConf.is_list(value) else value
+
+    kind, target = cfg.get("resolution", "regular"), cfg.get("target")
+    if kind not in ("regular", "adaptive"):
+        raise ValueError(f"resolution must be regular or adaptive, got {kind!r}")
+    if kind == "regular":
+        if target is not None:
+            raise ValueError(
+                f"target={target} is the final grid of resolution=adaptive; pass "
+                "resolution=adaptive, or grid=... for a regular grid"
+            )
+        return cfg.grid, "regular", {}  # as the apps always read it
+    adaptive = Adaptive(
+        coarse=listed(cfg.coarse),
+        tol=listed(cfg.tol),
+        metric=listed(cfg.refine_on),
+        ceiling=cfg.ceiling,
+    )
+    return listed(target if target is not None else cfg.grid), adaptive, adaptive.config()
+
+
 def train_config(optim: DictConfig, seed: int, progress: bool) -> TrainConfig:
     return TrainConfig(**plain(optim), seed=seed, progress=progress)
 

@@ -24,6 +24,7 @@ from modeconn.apps.common import (
     app_run,
     config_directions,
     engine_settings,
+    grid_resolution,
     load_point_checkpoint,
     log,
     out_dir,
@@ -100,6 +101,7 @@ def run(cfg: DictConfig):
     if cfg.where not in WHERE:
         raise ValueError(f"where must be one of {', '.join(WHERE)}, got {cfg.where!r}")
     hessian = HessianSettings.from_config(plain(cfg.hessian))
+    grid, resolution, refine = grid_resolution(cfg) if cfg.where == "surface" else (0, 0, {})
     curve, model, ckpt, data = load_point_checkpoint(cfg)
     if cfg.where == "path" and curve is None:
         raise ValueError("where=path needs a curve checkpoint (ckpt=<curve.pt>); got an endpoint")
@@ -156,7 +158,7 @@ def run(cfg: DictConfig):
         guard_result(out / f"{name}-extremes", job, cfg.get("overwrite", False))
         out.mkdir(parents=True, exist_ok=True)
         return _point(cfg, hessian, net, curve, data, out, name, job, model_name)
-    job.update(directions=plain(cfg.directions), grid=plain(cfg.grid), span=plain(cfg.span))
+    job.update(directions=plain(cfg.directions), grid=plain(grid), span=plain(cfg.span), **refine)
     guard_result(out / name, job, cfg.get("overwrite", False))
     directions = config_directions(cfg, net, curve)
     origin = (curve, float(cfg.t)) if curve is not None else net
@@ -165,7 +167,7 @@ def run(cfg: DictConfig):
         origin,
         directions[:2],
         data,
-        grid=plain(cfg.grid),
+        grid=plain(grid),
         span=plain(cfg.span),
         hessian=hessian,
         wd=float(cfg.wd),
@@ -173,6 +175,7 @@ def run(cfg: DictConfig):
         progress=cfg.progress,
         partial=out / f"{name}-partial",
         save_every_s=cfg.save_every_s,
+        **({"resolution": resolution} if refine else {}),
     )
     result.meta["directions"] = cfg.directions.family
     return finish(

@@ -17,6 +17,7 @@ from modeconn.apps.common import (
     app_run,
     config_directions,
     engine_settings,
+    grid_resolution,
     load_point_checkpoint,
     out_dir,
     plain,
@@ -30,6 +31,9 @@ from modeconn.plotting import plot_contour, plot_line
 
 @app_run
 def run(cfg: DictConfig):
+    grid, resolution, refine = grid_resolution(cfg)
+    if refine and int(cfg.dims) != 2:
+        raise ValueError("resolution=adaptive refines a surface: use it with dims=2")
     curve, model, ckpt, data = load_point_checkpoint(cfg)
     if curve is not None:  # the directions are scaled to the network at phi(t)
         centre = curve.network_at(float(cfg.t), data)
@@ -40,7 +44,7 @@ def run(cfg: DictConfig):
     dims = int(cfg.dims)
     if dims not in (1, 2):
         raise ValueError(f"dims must be 1 (a line) or 2 (a surface), got {cfg.dims}")
-    grid = plain(cfg.grid)
+    grid = plain(grid)
     out = out_dir(cfg, cfg.ckpt)
     at = f"-t{cfg.t:g}".replace(".", "p") if curve else ""  # no dot: it would be a suffix
     name = f"landscape{dims}d-{cfg.directions.family}{at}"
@@ -52,6 +56,7 @@ def run(cfg: DictConfig):
         "bn": cfg.bn,
         "wd": cfg.wd,
         **engine_settings(cfg).resume_config(),
+        **refine,
     }
     guard_result(out / name, job, cfg.get("overwrite", False))
     kw = dict(
@@ -65,8 +70,9 @@ def run(cfg: DictConfig):
     if dims == 2:
         # evaluate_surface reads grid (int or pair) and span (s, a pair or one per axis)
         result = evaluate_surface(
-            model, origin, directions[:2], data, grid=grid, span=plain(cfg.span), **kw
-        )
+            model, origin, directions[:2], data, grid=grid, span=plain(cfg.span), **kw,
+            **({"resolution": resolution} if refine else {}),
+        )  # fmt: skip
         figure = plot_contour(result, "train_loss", model=ckpt.meta.get("model"))
     else:
         result = evaluate_line(

@@ -28,6 +28,7 @@ from modeconn.apps.common import (
     curve_wd,
     dataset_from,
     engine_settings,
+    grid_resolution,
     init_distributed,
     load_curve_and_data,
     log,
@@ -213,11 +214,20 @@ def _shard(cfg: DictConfig) -> tuple[tuple[int, int] | None, int]:
 
 def _merge(out: Path, num_shards: int, expected: dict) -> None:
     """Join the shard files into plane-partial; refuse shards of another job than this
-    command's (naming the differing keys) and a merge with nodes still missing."""
+    command's (naming the differing keys) and a merge with nodes still missing (with
+    adaptive resolution: a shard that has not run to its end)."""
     files = [out / f"plane-shard{k}of{num_shards}" for k in range(num_shards)]
     missing = [str(f) + ".npz" for f in files if not f.with_suffix(".npz").exists()]
     if missing:
         raise FileNotFoundError(f"cannot merge: shard files missing: {', '.join(missing)}")
+    adaptive = expected.get("resolution") == "adaptive"
+    if adaptive:
+        unfinished = [f"'{f}.npz'" for f in files if not load_result(f)[1].get("finished")]
+        if unfinished:
+            raise ValueError(
+                f"cannot merge: {', '.join(unfinished)} did not run to the end; rerun those "
+                "shards (each resumes where it stopped), then merge again"
+            )
     stored = load_result(files[0])[1].get("config", {})
     differing = sorted(k for k, v in expected.items() if stored.get(k) != v)
     if differing:
@@ -230,7 +240,7 @@ def _merge(out: Path, num_shards: int, expected: dict) -> None:
         )
     points = int(np.prod(expected["grid"]))
     done = merge_shards(files, out / "plane-partial")
-    if done < points:
+    if done < points and not adaptive:
         raise ValueError(
             f"cannot merge: the shards hold {done} of {points} nodes; rerun the unfinished "
             "shards (each resumes where it stopped), then merge again"
@@ -239,10 +249,11 @@ def _merge(out: Path, num_shards: int, expected: dict) -> None:
         PartialGrid.remove_files(f)
 
 
-def _merge_keys(kw: dict) -> dict:
-    """What a merge checks against the shards' own record before joining them."""
+def _merge_keys(kw: dict, refine: dict) -> dict:
+    """What a merge checks against the shards' own record before joining them (`refine`:
+    the adaptive resolution's keys, empty for a regular grid)."""
     gx, gy = (kw["grid"], kw["grid"]) if isinstance(kw["grid"], int) else kw["grid"]
-    return {"grid": [gx, gy], "wd": kw["wd"], **kw["settings"].resume_config()}
+    return {"grid": [gx, gy], "wd": kw["wd"], **kw["settings"].resume_config(), **refine}
 
 
 @app_run
@@ -250,22 +261,25 @@ def run(cfg: DictConfig) -> PlaneResult | None:
     """Evaluate the plane the config names (or this process's shard of it, then None), save
     the result and its figure in the output directory; resumes from its partial file."""
     through = _through(cfg)
+    grid, resolution, refine = grid_resolution(cfg)
     shard, rank = _shard(cfg) if not cfg.merge else (None, 0)
     source = _curve_source(cfg) if through == "curve" else _points_source(cfg)
     out, launched = source.out, dist.is_initialized()
     settings = engine_settings(cfg)
     kw = dict(
-        grid=_pair(cfg.grid),
+        grid=_pair(grid),
         margin=_pair(cfg.margin),
         wd=source.wd,
         settings=settings,
         progress=cfg.progress and rank == 0,
         save_every_s=cfg.save_every_s,
+        **({"resolution": resolution} if refine else {}),
     )
     job = {
         **source.job,
         **{k: kw[k] for k in ("grid", "margin", "wd")},
         **settings.resume_config(),
+        **refine,
     }
     if rank == 0:
         guard_result(out / "plane", job, cfg.get("overwrite", False))
@@ -277,13 +291,13 @@ def run(cfg: DictConfig) -> PlaneResult | None:
             return None
         dist.barrier()
         if rank == 0:
-            _merge(out, n, _merge_keys(kw))
+            _merge(out, n, _merge_keys(kw, refine))
         dist.barrier()
         dist.destroy_process_group()
         if rank != 0:
             return None
     elif cfg.merge:
-        _merge(out, cfg.num_shards, _merge_keys(kw))
+        _merge(out, cfg.num_shards, _merge_keys(kw, refine))
     result = source.evaluate(partial=out / "plane-partial", **kw)
     job_meta(result, job).save(out / "plane")
     where = [f"(x={x:.3g}, y={y:.3g})" for x in result.x for y in result.y]
@@ -295,12 +309,13 @@ def run(cfg: DictConfig) -> PlaneResult | None:
     train_loss = result.summary()["train_loss"]
     off = result.curve_distance
     log.info(
-        "plane %dx%d: train loss %.4f-%.4f%s",
+        "plane %dx%d: train loss %.4f-%.4f%s%s",
         len(result.x),
         len(result.y),
         train_loss["min"],
         train_loss["max"],
         f"; curve leaves the plane by at most {off.max():.3g}" if len(off) else "",
+        f"; {result.evaluated.mean():.1%} of the nodes evaluated" if result.adaptive else "",
     )
     log.info("results in %s", out)
     return result

@@ -35,7 +35,7 @@ from modeconn.curvature.hvp import hessian_operator
 from modeconn.curves.family import Curve, curve_args
 from modeconn.curves.weights import WeightSpace
 from modeconn.data.tasks import CLASSIFICATION, metric_names, task_of
-from modeconn.engine import EvalSettings, GridResult, resolve_settings
+from modeconn.engine import Adaptive, EvalSettings, GridResult, resolve_settings
 from modeconn.engine.grid import Measure
 from modeconn.io.store import PartialGrid
 from modeconn.landscape.origin import OriginLike, buffers_restored, resolve_origin
@@ -156,6 +156,7 @@ def curvature_surface(
     partial: str | Path | None = None,
     save_every_s: float = 30.0,
     shard: tuple[int, int] | None = None,
+    resolution: str | Adaptive = "regular",
     **engine: Any,
 ) -> CurvatureSurface | None:
     """Li et al.'s curvature map: loss metrics and Hessian extremes at every node of the
@@ -167,6 +168,9 @@ def curvature_surface(
     wd: weight decay of the reported loss metrics (the Hessian's own is `hessian.wd`).
     settings / **engine, partial, save_every_s, shard: as in `evaluate_grid` (the partial
         file is removed once the result is complete; a shard returns None).
+    resolution: "regular", or "adaptive" / `Adaptive(...)` with grid the target (as
+        `evaluate_plane`'s); refine on metric="ratio" (linear) for the map itself, or on
+        ("ratio", "train_loss") with one tol each for the loss contours too.
     """
     hessian = _hessian(hessian)
     centre = resolve_origin(model, origin)
@@ -178,14 +182,15 @@ def curvature_surface(
     out = grid_around(
         centre, dirs, axes, data, "curvature-surface", "recompute", wd, settings, engine, job,
         measure=measure, measure_names=names, extra={"hessian": hessian.meta()},
+        resolution=resolution,
     )  # fmt: skip
     if out is None:
         return None
-    values, meta, scale = out
+    arrays, meta, scale = out
     cosine = WeightSpace.dot(*dirs) / (WeightSpace.norm(dirs[0]) * WeightSpace.norm(dirs[1]))
     return CurvatureSurface(
         *axes,
-        values=values,
+        **arrays,
         direction_scale=scale,
         cosine=cosine.item(),
         task=task_of(data),

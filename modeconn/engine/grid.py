@@ -14,6 +14,7 @@ their result class, and, where a node needs more than the loss (the curvature ma
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 
 from modeconn.curves.weights import WeightSpace
 from modeconn.data.tasks import CLASSIFICATION, gaussian_nll, metric_names, noise_variance, task_of
+from modeconn.engine.adaptive import Adaptive, Refinement, as_resolution
 from modeconn.engine.batched import evaluate_points, resolve_points_per_pass
 from modeconn.engine.execution import eval_plan
 from modeconn.engine.point import Metrics, RegressionMetrics, evaluate_point
@@ -140,10 +142,14 @@ def diverged_note(what: str, values: np.ndarray, where: list[str]) -> str | None
 @dataclass
 class GridValues:
     """What `evaluate_grid` returns: metric -> array of the grid's shape, and the engine
-    metadata of the run (settings, points per pass, timing)."""
+    metadata of the run (settings, points per pass, timing); with adaptive resolution also
+    the mask of evaluated nodes and the interpolation error estimate of every node."""
 
     values: dict[str, np.ndarray]
     meta: dict[str, Any]
+    # adaptive resolution (`modeconn.engine.adaptive`): the evaluated nodes, the error estimate
+    evaluated: np.ndarray | None = None
+    error: np.ndarray | None = None
 
 
 def data_config(data, wd: float, settings: EvalSettings) -> dict[str, Any]:
@@ -181,6 +187,7 @@ def evaluate_grid(
     desc: str = "grid",
     measure: Measure | None = None,
     measure_names: Sequence[str] = (),
+    resolution: str | Adaptive = "regular",
 ) -> GridValues | None:
     """Evaluate the weight point `point_at(index)` (a flat (D,) tensor) at every index of a
     grid of `shape` (C order), with BatchNorm recomputed at each (`evaluate_point`; with
@@ -198,6 +205,11 @@ def evaluate_grid(
         gradients enabled, e.g. Hessian-vector products), returning the values named
         `measure_names`; they are saved, resumed and sharded with the metrics. Without it
         (the default) nothing changes.
+    resolution: "regular" (every node), or "adaptive" / `Adaptive(...)`: `shape` is the
+        target grid, refined from a coarse one where the picture needs it
+        (`modeconn.engine.adaptive`); each round's nodes go through the same batches, files
+        and settings, a shard (k, n) takes the tiles k mod n and returns None (every shard
+        runs to its end alone), and the result adds the evaluated mask and error estimate.
     Returns the metric arrays (named after the data set's task, `metric_names`, then the
     measure's names) and the engine metadata; a NaN or inf metric is recorded as is.
     """
@@ -211,10 +223,14 @@ def evaluate_grid(
         k, n = shard
         if partial is None or not 0 <= k < n:
             raise ValueError(f"shard=(k, n) needs 0 <= k < n and a partial file, got {shard}")
+    adaptive = as_resolution(resolution)
+    plan = None if adaptive is None else Refinement(adaptive, shape, names, shard)
     total = int(np.prod(shape))
     job = None
     if partial is not None:
         full = {**dict(config), **data_config(data, wd, settings)}
+        if adaptive is not None:  # a regular job's file keeps its keys
+            full.update(adaptive.config())
         job = PartialGrid(partial, full, shape, names, save_every_s)
         if job.done.any():
             log.info(
@@ -226,12 +242,14 @@ def evaluate_grid(
         values = job.values
     else:
         values = {name: np.full(shape, np.nan) for name in names}
-    indices = [np.unravel_index(f, shape) for f in range(total)]
-    todo = [
-        tuple(int(i) for i in ix)
-        for f, ix in enumerate(indices)
-        if (job is None or not job.done[ix]) and (shard is None or f % shard[1] == shard[0])
-    ]
+    todo = []
+    if plan is None:
+        indices = [np.unravel_index(f, shape) for f in range(total)]
+        todo = [
+            tuple(int(i) for i in ix)
+            for f, ix in enumerate(indices)
+            if (job is None or not job.done[ix]) and (shard is None or f % shard[1] == shard[0])
+        ]
     eval_data = eval_subset(data, settings)
     first = point_at(todo[0] if todo else (0,) * len(shape))
     per_pass = resolve_points_per_pass(
@@ -242,30 +260,53 @@ def evaluate_grid(
         compile=settings.compile,
         autocast=settings.autocast,
     )
-    begin = time.perf_counter()
-    pending: list[Index] = []
-    on_stop = save_on_interrupt(lambda: grid_saved(job)) if job else contextlib.nullcontext()
-    with torch.no_grad(), on_stop:
-        for count, index in enumerate(tqdm(todo, desc=desc, disable=not progress, leave=False)):
+    begin, evaluated = time.perf_counter(), 0
+
+    def run(nodes: Sequence[Index], what: str) -> None:
+        """Evaluate `nodes` in passes of `per_pass` points; record each node's values."""
+        nonlocal evaluated
+        pending: list[Index] = []
+        for count, index in enumerate(tqdm(nodes, desc=what, disable=not progress, leave=False)):
             pending.append(index)
-            if len(pending) < per_pass and count + 1 < len(todo):
+            if len(pending) < per_pass and count + 1 < len(nodes):
                 continue
             points = [point_at(ix).detach() for ix in pending]
-            nodes = points_metrics(model, space, points, data, wd, settings, per_pass, eval_data)
+            found = points_metrics(model, space, points, data, wd, settings, per_pass, eval_data)
             if measure is not None:
                 with torch.enable_grad():
-                    for node, point in zip(nodes, points, strict=True):
+                    for node, point in zip(found, points, strict=True):
                         node.update(_measured(measure(model, point, data), extra))
-            for ix, node in zip(pending, nodes, strict=True):
+            for ix, node in zip(pending, found, strict=True):
                 if job is None:
                     for name, value in node.items():
                         values[name][ix] = value
                 else:
                     job.record(ix, node)
+            evaluated += len(pending)
             pending = []
+
+    rounds = itertools.count()
+
+    def round_of(nodes: np.ndarray) -> None:
+        """One refinement round: its nodes that are not done yet, then a save."""
+        left = [tuple(int(i) for i in ix) for ix in nodes]
+        run([ix for ix in left if job is None or not job.done[ix]], f"{desc} r{next(rounds)}")
         if job is not None:
             job.save()
-            if not job.done.all():
+
+    on_stop = save_on_interrupt(lambda: grid_saved(job)) if job else contextlib.nullcontext()
+    with torch.no_grad(), on_stop:
+        if plan is None:
+            run(todo, desc)
+        else:
+            refined = plan.run(values, round_of)
+        if job is not None:
+            if plan is not None:
+                job.finished = True
+            job.save()
+            if (plan is None and not job.done.all()) or (
+                plan is not None and shard is not None and shard[1] > 1
+            ):
                 return None  # a shard: the other nodes belong to other processes
     seconds = time.perf_counter() - begin
     meta = {
@@ -277,7 +318,7 @@ def evaluate_grid(
         ).meta(),
         "points_per_pass": per_pass,
         "seconds": seconds,
-        "seconds_per_point": seconds / max(len(todo), 1),
+        "seconds_per_point": seconds / max(evaluated, 1),
         "points": total,
         "dataset": getattr(data, "name", None),
         "train_samples": len(data.train_x),
@@ -289,7 +330,11 @@ def evaluate_grid(
             else {"noise_scale": getattr(data, "noise_scale", None)}
         ),
     }
-    return GridValues({k: np.array(v) for k, v in values.items()}, meta)
+    if plan is None:
+        return GridValues({k: np.array(v) for k, v in values.items()}, meta)
+    filled, error = plan.assemble(values, refined)
+    meta["resolution"] = refined.meta
+    return GridValues(filled, meta, refined.evaluated, error)
 
 
 def _measured(values: Mapping[str, float], names: tuple[str, ...]) -> dict[str, float]:
@@ -314,7 +359,9 @@ def merge_shards(paths: list[str | Path], into: str | Path) -> int:
     """Join the partial files of the shards of one job into `into`; returns points done.
 
     Refuses shards written for different configurations (naming the differing keys), and
-    damaged shard files (naming them). A damaged `into` is set aside (`PartialGrid`).
+    damaged shard files (naming them). A damaged `into` is set aside (`PartialGrid`). The
+    merged file is `finished` when every shard is (the shards of an adaptive job leave nodes
+    undone: there, that flag, not the count, says whether a shard is missing).
     """
     if not paths:
         raise ValueError("merge_shards needs at least one shard file")
@@ -322,6 +369,7 @@ def merge_shards(paths: list[str | Path], into: str | Path) -> int:
     config = first_meta.get("config", {})
     names = tuple(k for k in first_arrays if k != "done")
     merged = PartialGrid(into, config, first_arrays["done"].shape, names, save_every_s=0)
+    finished = []
     for path in paths:
         arrays, meta = _shard_file(path)
         other = meta.get("config", {})
@@ -335,5 +383,7 @@ def merge_shards(paths: list[str | Path], into: str | Path) -> int:
         for name in names:
             merged.values[name][done] = arrays[name][done]
         merged.done |= done
+        finished.append(bool(meta.get("finished", False)))
+    merged.finished = all(finished)  # the shards of an adaptive job: each ran to its end
     merged.save()
     return int(np.count_nonzero(merged.done))

@@ -36,6 +36,10 @@ class GridResult(MetricColumns, SavedResult):
     axes: ClassVar[tuple[str, ...]] = ()
     # own fields that may also be passed positionally, after the axes (PathResult's arc_length)
     positional: ClassVar[tuple[str, ...]] = ()
+    # fields of a class whose grids may be adaptive (`modeconn.engine.adaptive`): the mask of
+    # evaluated nodes and the interpolation error estimate, None for a regular grid (and in
+    # files written before they existed)
+    adaptive_fields: ClassVar[tuple[str, ...]] = ("evaluated", "interp_error")
 
     def __init__(
         self,
@@ -59,6 +63,7 @@ class GridResult(MetricColumns, SavedResult):
             coords[name] = given.pop(name)
         own = {f.name for f in fields(self)} - {"values", "task", "meta", *self.axes}
         extra = {name: given.pop(name) for name in list(given) if name in own}
+        adaptive = {name: extra.pop(name, None) for name in self.adaptive_fields if name in own}
         for name, value in coords.items():
             setattr(self, name, np.asarray(value, dtype=np.float64))
         metrics = {**(values or {}), **given}
@@ -68,12 +73,28 @@ class GridResult(MetricColumns, SavedResult):
             if np.shape(value) != shape:
                 raise ValueError(f"{name} must have shape {shape}, got {np.shape(value)}")
         self._set_fields(**extra)
+        for name, value in adaptive.items():
+            self._set_adaptive(name, value)
         self.meta = plain_meta(meta or {})
 
     @property
     def grid_shape(self) -> tuple[int, ...]:
         """The shape of every metric array: one length per axis."""
         return tuple(len(getattr(self, name)) for name in self.axes)
+
+    def _set_adaptive(self, name: str, value: Any) -> None:
+        """`evaluated` (bool) or `interp_error` (float64), of the grid's shape, or None."""
+        if value is not None:
+            value = np.asarray(value, dtype=bool if name == "evaluated" else np.float64)
+            if value.shape != self.grid_shape:
+                raise ValueError(f"{name} must have shape {self.grid_shape}, got {value.shape}")
+        setattr(self, name, value)
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the grid was refined adaptively (only the `evaluated` nodes were
+        computed; the others are interpolated, with the error estimate `interp_error`)."""
+        return getattr(self, "evaluated", None) is not None
 
     def _names(self, task: str, given: Mapping[str, Any]) -> tuple[str, ...] | None:
         """The value names the result holds (None: the task's metrics)."""

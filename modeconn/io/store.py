@@ -291,6 +291,8 @@ class PartialGrid:
     A point counts as done by an explicit mask, never by its value (a loss of 0 or NaN is a
     result). The file is `path`.npz + `path`.json (the arrays, the `done` mask and the job's
     configuration); reopening it with a different configuration fails with the differing keys.
+    `finished`: the job ran to its end (an adaptive job's shard, which leaves nodes undone),
+    recorded in the sidecar when true.
     """
 
     def __init__(
@@ -325,10 +327,12 @@ class PartialGrid:
                 raise UnreadableResult(npz, problem)
 
         loaded = read_or_set_aside(self.path, "cannot resume", "starting afresh", resumable)
+        self.finished = False
         if loaded is not None:
             arrays = loaded[0]
             self.values = {n: arrays[n] for n in names}
             self.done = arrays["done"].astype(bool)
+            self.finished = bool(loaded[1].get("finished", False))
         else:
             self.values = {n: np.full(shape, np.nan) for n in names}
             self.done = np.zeros(shape, dtype=bool)
@@ -342,9 +346,12 @@ class PartialGrid:
             self.save()
 
     def save(self) -> None:
-        save_result(
-            self.path, {**self.values, "done": self.done}, {"config": self.config, "partial": True}
-        )
+        meta = {
+            "config": self.config,
+            "partial": True,
+            **({"finished": True} if self.finished else {}),
+        }
+        save_result(self.path, {**self.values, "done": self.done}, meta)
         self._saved_at = time.monotonic()
 
     def remove(self) -> None:

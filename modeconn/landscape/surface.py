@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from modeconn.curves.weights import WeightSpace, fingerprint
 from modeconn.data.tasks import CLASSIFICATION, task_of
-from modeconn.engine import EvalSettings, GridResult, evaluate_grid, resolve_settings
+from modeconn.engine import Adaptive, EvalSettings, GridResult, evaluate_grid, resolve_settings
 from modeconn.io.store import PartialGrid
 from modeconn.landscape.origin import (
     Centre,
@@ -81,7 +81,8 @@ class SurfaceResult(_AroundResult):
     (the nll columns are Li et al.'s loss), errors are in percent. x (Gx,), y (Gy,):
     coordinates in direction units. direction_scale (2,): ||d1|| / ||origin||, ||d2|| /
     ||origin||. cosine: the cosine between d1 and d2. meta: the BatchNorm policy, spans,
-    origin, engine.
+    origin, engine. evaluated, interp_error (Gx, Gy): an adaptive grid's evaluated nodes and
+    error estimate (as `PlaneResult`'s; None for a regular grid).
     """
 
     x: np.ndarray
@@ -89,6 +90,8 @@ class SurfaceResult(_AroundResult):
     values: dict[str, np.ndarray]
     direction_scale: np.ndarray
     cosine: float
+    evaluated: np.ndarray | None = None
+    interp_error: np.ndarray | None = None
     task: str = CLASSIFICATION
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -191,12 +194,15 @@ def grid_around(
     measure: Any = None,
     measure_names: Sequence[str] = (),
     extra: Mapping[str, Any] | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, Any], np.ndarray] | None:
-    """Every node origin + sum_k axes[k][i_k] * dirs[k] through the grid engine: the metric
-    arrays, the metadata and the direction scales (||d_k|| / ||origin||); None for an
-    unfinished shard. `job`: progress, partial, save_every_s, shard of `evaluate_grid`;
-    measure / measure_names: more values per node (`evaluate_grid`'s, e.g. curvature);
-    extra: what else defines the job, added to the partial file's config and the meta."""
+    resolution: str | Adaptive = "regular",
+) -> tuple[dict[str, Any], dict[str, Any], np.ndarray] | None:
+    """Every node origin + sum_k axes[k][i_k] * dirs[k] through the grid engine: the arrays
+    (the metrics and more, below), the metadata and the direction scales (||d_k|| /
+    ||origin||); None for an unfinished shard. `job`: progress, partial, save_every_s, shard
+    of `evaluate_grid`; measure / measure_names: more values per node (`evaluate_grid`'s,
+    e.g. curvature); extra: what else defines the job, added to the partial file's config
+    and the meta; resolution: `evaluate_grid`'s. The arrays are the result's keywords:
+    "values", and for an adaptive grid "evaluated" and "interp_error"."""
     settings = _policy(bn, resolve_settings(settings, engine))
     origin64 = centre.vector.to(torch.float64)
     dtype = centre.vector.dtype if centre.vector.is_floating_point() else torch.float32
@@ -219,7 +225,8 @@ def grid_around(
             config["bn_statistics"] = statistics_fingerprint(model)
         values = evaluate_grid(
             model, centre.space, tuple(grid), point_at, data, settings,
-            wd=wd, config=config, desc=kind, measure=measure, measure_names=measure_names, **job,
+            wd=wd, config=config, desc=kind, measure=measure, measure_names=measure_names,
+            resolution=resolution, **job,
         )  # fmt: skip
     if values is None:
         return None  # a shard: the other nodes belong to other processes
@@ -243,7 +250,10 @@ def grid_around(
     }
     if job["partial"] is not None:
         PartialGrid.remove_files(job["partial"])
-    return values.values, meta, scale
+    arrays = {"values": values.values}
+    if values.evaluated is not None:
+        arrays.update(evaluated=values.evaluated, interp_error=values.error)
+    return arrays, meta, scale
 
 
 def evaluate_surface(
@@ -261,6 +271,7 @@ def evaluate_surface(
     partial: str | Path | None = None,
     save_every_s: float = 30.0,
     shard: tuple[int, int] | None = None,
+    resolution: str | Adaptive = "regular",
     **engine: Any,
 ) -> SurfaceResult | None:
     """Train/test metrics at origin + x[i] * d1 + y[j] * d2 on a Gx x Gy grid (Li et al. 2018).
@@ -276,18 +287,22 @@ def evaluate_surface(
     wd: weight decay in the reported loss, nll + 0.5 * wd * ||w||^2.
     settings / **engine, partial, save_every_s, shard: as in `modeconn.engine.evaluate_grid`
         (the partial file is removed once the result is complete; a shard returns None).
+    resolution: "regular", or "adaptive" / `Adaptive(...)` with grid the target (as
+        `modeconn.plane.evaluate_plane`'s).
     """
     centre = resolve_origin(model, origin)
     dirs = check_directions(directions, centre.space, 2, centre.vector)
     axes = grid_axes(grid, span, 2, "grid")
     job = dict(progress=progress, partial=partial, save_every_s=save_every_s, shard=shard)
-    out = grid_around(centre, dirs, axes, data, "surface", bn, wd, settings, engine, job)
+    out = grid_around(
+        centre, dirs, axes, data, "surface", bn, wd, settings, engine, job, resolution=resolution
+    )
     if out is None:
         return None
-    values, meta, scale = out
+    arrays, meta, scale = out
     cosine = WeightSpace.dot(*dirs) / (WeightSpace.norm(dirs[0]) * WeightSpace.norm(dirs[1]))
     return SurfaceResult(
-        *axes, values=values, direction_scale=scale, cosine=cosine.item(), task=task_of(data),
+        *axes, **arrays, direction_scale=scale, cosine=cosine.item(), task=task_of(data),
         meta=meta,
     )  # fmt: skip
 
@@ -324,8 +339,8 @@ def evaluate_line(
 def _line(out, axes: list[np.ndarray], data) -> LineResult | None:
     if out is None:
         return None
-    values, meta, scale = out
-    return LineResult(axes[0], values=values, direction_scale=scale, task=task_of(data), meta=meta)
+    arrays, meta, scale = out
+    return LineResult(axes[0], **arrays, direction_scale=scale, task=task_of(data), meta=meta)
 
 
 ALPHAS = tuple(np.linspace(-0.5, 1.5, 41).tolist())  # 0 and 1 exactly among them

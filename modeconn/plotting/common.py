@@ -65,6 +65,30 @@ def _get(result: Any, name: str) -> np.ndarray:
     return np.asarray([] if value is None else value, dtype=float)
 
 
+def draw_evaluated(ax: Any, result: Any) -> Any:
+    """Dots at the nodes an adaptive result evaluated (`result.evaluated`, [i, j] at (x[i],
+    y[j])); the others are interpolated. Returns the dots, labelled with the share of nodes
+    (for a legend), or None for a regular result (every node evaluated: nothing to mark)."""
+    mask = getattr(result, "evaluated", None)
+    if mask is None:
+        return None
+    mask = np.asarray(mask, dtype=bool)
+    i, j = np.nonzero(mask)
+    size = float(np.clip(2500.0 / max(len(i), 1), 0.15, 6.0))  # dense grids: finer dots
+    return ax.scatter(
+        np.asarray(result.x, dtype=float)[i],
+        np.asarray(result.y, dtype=float)[j],
+        s=size,
+        c="black",
+        marker="o",
+        linewidths=0,
+        alpha=0.55,
+        zorder=4,
+        rasterized=True,
+        label=f"evaluated nodes ({mask.mean():.1%})",
+    )
+
+
 def _log_axis_ok(*arrays: Any) -> bool:
     vals = np.concatenate([_finite(a) for a in arrays if a is not None] or [np.empty(0)])
     return vals.size > 0 and bool(np.all(vals > 0))

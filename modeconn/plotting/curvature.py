@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from modeconn.plotting.common import _figure, _suptitle, metric_label
+from modeconn.plotting.common import _figure, _suptitle, draw_evaluated, metric_label
 from modeconn.plotting.surface import _bar, _frame, direction_labels, surface_values
 
 _PATH_STYLES = {"curve": ("tab:blue", "-"), "line": ("tab:red", "--")}
@@ -25,10 +25,12 @@ def plot_curvature_map(
     loss: str | None = "train_loss",
     title: str | None = None,
     model: str | None = None,
+    mark_evaluated: bool = False,
 ) -> Figure:
     """One heat map per value of a `CurvatureSurface` ("ratio" = |lambda_min / lambda_max|,
     "lambda_max", "lambda_min", "trace", "curvature_x", ...), each with its colour bar and the
-    loss contours (`loss`, None for none) drawn over it in white."""
+    loss contours (`loss`, None for none) drawn over it in white. mark_evaluated: dots at the
+    evaluated nodes of an adaptive map (drawn on its whole grid either way)."""
     labels = {
         "ratio": r"$|\lambda_{min} / \lambda_{max}|$",
         "lambda_max": r"$\lambda_{max}$",
@@ -48,8 +50,11 @@ def plot_curvature_map(
             cs = ax.contour(x, y, lz, levels=8, colors="white", linewidths=0.8, zorder=2)
             ax.clabel(cs, cs.levels[::2], inline=True, fontsize=7, fmt="%.3g")
         _frame(ax, x, y, direction_labels(result))
+        dots = draw_evaluated(ax, result) if mark_evaluated else None
         ax.set_title(
-            labels.get(name, name) + (f"  (contours: {metric_label(loss)})" if loss else "")
+            labels.get(name, name)
+            + (f"  (contours: {metric_label(loss)})" if loss else "")
+            + (f"\n{dots.get_label()}" if dots is not None else ""),
         )
     _suptitle(fig, result, title or "curvature of the loss surface", model)
     return fig

@@ -16,6 +16,7 @@ from modeconn.plotting.common import (
     _finite,
     _get,
     _suptitle,
+    draw_evaluated,
     metric_label,
     task_metrics,
 )
@@ -267,6 +268,7 @@ def plot_plane(
     title: str | None = None,
     model: str | None = None,
     off_plane_tol: float = 1e-3,
+    mark_evaluated: bool = False,
 ) -> Figure:
     """Filled-contour panels of a plane, one per metric, as in Garipov et al. 2018 (Fig. 1).
 
@@ -284,6 +286,8 @@ def plot_plane(
     line: draw the straight segment between the start and the end anchors, dashed.
     title / model: see `figure_title`. off_plane_tol: see `off_plane_note`; the note is the
     title of the legend (curve solid, line dashed). NaN / inf values are masked (left blank).
+    An adaptive result (`modeconn.engine.adaptive`) is drawn as a regular one on its whole
+    grid; mark_evaluated: dots at its evaluated nodes, with their share in the legend.
     """
     metrics = task_metrics(result) if metrics is None else metrics
     x, y = np.asarray(result.x, dtype=float), np.asarray(result.y, dtype=float)
@@ -333,6 +337,9 @@ def plot_plane(
             handles += ax.plot(
                 *segment.T, color="black", linestyle="--", linewidth=1.3, zorder=2, label="line"
             )
+        dots = draw_evaluated(ax, result) if mark_evaluated else None
+        if dots is not None:  # a legend entry larger than the dots themselves
+            handles += ax.plot([], [], "o", color="black", ms=3, label=dots.get_label())
         anchor_panel(ax, x, y, anchors, names, ends)
         ax.set_title(metric_label(metric).replace(" (%)", ""))
     if handles:

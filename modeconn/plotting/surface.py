@@ -29,6 +29,7 @@ from modeconn.plotting.common import (
     _get,
     _log_axis_ok,
     _suptitle,
+    draw_evaluated,
     metric_label,
 )
 from modeconn.plotting.plane import log_levels, shared_scale
@@ -181,6 +182,7 @@ def plot_contour(
     cmap: str = "viridis",
     title: str | None = None,
     model: str | None = None,
+    mark_evaluated: bool = False,
 ) -> Figure:
     """Contour lines of one metric of a 2-D surface, labelled with their values, or (filled)
     filled bands with thin lines; a colour bar either way (Li et al. 2018, Fig. 4).
@@ -190,6 +192,8 @@ def plot_contour(
     gaps above the minimum grow geometrically, from `floor` * |min|), or explicit levels.
     scale: (vmin, vmax) of the levels, a None end from the data; clip vmax to keep far, huge
     corners from taking every level (Li et al. clip at 10). NaN / inf points are left blank.
+    mark_evaluated: dots at the evaluated nodes of an adaptive result (its share in the
+    panel's title); an adaptive result is drawn on its whole grid either way.
     """
     values = surface_values(result, metric)
     lo, hi = _limits(values, scale)
@@ -201,7 +205,9 @@ def plot_contour(
     x, y = np.asarray(result.x, dtype=float), np.asarray(result.y, dtype=float)
     _frame(ax, x, y, direction_labels(result))
     spacing = "log-spaced" if log and isinstance(levels, int) else ""
-    ax.set_title(", ".join(p for p in (surface_note(result), spacing) if p), fontsize=9)
+    dots = draw_evaluated(ax, result) if mark_evaluated else None
+    share = dots.get_label() if dots is not None else ""
+    ax.set_title(", ".join(p for p in (surface_note(result), spacing, share) if p), fontsize=9)
     _suptitle(fig, result, title or metric_label(metric), model)
     return fig
 
@@ -215,9 +221,11 @@ def plot_heatmap(
     cmap: str = "viridis",
     title: str | None = None,
     model: str | None = None,
+    mark_evaluated: bool = False,
 ) -> Figure:
     """One cell per grid point, coloured by `metric` (a log colour scale if log), the cell of
     [i, j] centred on (x[i], y[j]); NaN cells blank. scale: (vmin, vmax), None ends from the data.
+    mark_evaluated: as `plot_contour`'s.
     """
     values = surface_values(result, metric)
     lo, hi = _limits(values, scale)
@@ -238,7 +246,9 @@ def plot_heatmap(
     _frame(ax, x, y, direction_labels(result))
     ax.set_xlim(x[0] - half[0][0], x[-1] + half[0][0])
     ax.set_ylim(y[0] - half[1][0], y[-1] + half[1][0])
-    ax.set_title(surface_note(result), fontsize=9)
+    dots = draw_evaluated(ax, result) if mark_evaluated else None
+    share = dots.get_label() if dots is not None else ""
+    ax.set_title(", ".join(p for p in (surface_note(result), share) if p), fontsize=9)
     _suptitle(fig, result, title or metric_label(metric), model)
     return fig
 
