@@ -74,12 +74,17 @@ def main() -> None:
                 f"| preresnet-8, width {width} | {len(spec.groups)} | {restarts} "
                 f"| {exact}/{args.seeds} | {100 * right:.1f} % | {sec:.3f} |"
             )
-    say("\n| network (random init) vs a permuted copy | all units recovered | median s |")
-    say("|---|---|---|")
+    say(
+        "\n| network (random init) vs a permuted copy | all units recovered, 1 restart "
+        "| 8 restarts | median s per match (1 restart) |"
+    )
+    say("|---|---|---|---|")
     for name, net, shape in networks():
         spec = mc.permutation_spec(net, torch.randn(2, *shape))
-        exact, right, sec = recovery(net, spec, args.seeds, 1)
-        say(f"| {name} | {exact}/{args.seeds} | {sec:.2f} |")
+        exact, right, sec, failed = recovery(net, spec, args.seeds, 1)
+        # 8 restarts keep the best run, whose first is the 1-restart run: only failures rerun
+        again = recovery(net, spec, failed, 8)[0] if failed else 0
+        say(f"| {name} | {exact}/{args.seeds} | {exact + again}/{args.seeds} | {sec:.2f} |")
     say(
         "\n| network (random init) | weights | groups | weight matching s | sweeps "
         "| activation matching s |"
