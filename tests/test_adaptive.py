@@ -247,7 +247,7 @@ def test_the_plane_app_refines_and_its_shards_merge_to_one_process(tmp_path):
         options += ["engine.eval_samples=100", *more]  # composes with the evaluation subset
         return plane.run(compose_app("plane", options + [f"hydra.run.dir={tmp_path / 'h'}"]))
 
-    single = run("single")
+    single = run("single", "mark_evaluated=true")  # the figure dots the evaluated nodes
     assert single.grid_shape == (17, 17) and single.adaptive
     assert (tmp_path / "single" / "plane.png").exists()
     assert load_result(tmp_path / "single" / "plane")[1]["job"]["resolution"] == "adaptive"
@@ -272,10 +272,11 @@ def test_the_landscape_app_refines_a_surface(tmp_path):
     write_curve_checkpoint(tmp_path / "curve.pt")
     options = [f"ckpt={tmp_path / 'curve.pt'}", f"out={tmp_path / 'out'}", "progress=false"]
     options += ["resolution=adaptive", "grid=9", "coarse=3", "tol=0.05", "span=0.5"]
-    options += ["engine.eval_samples=100"]
+    options += ["engine.eval_samples=100", "mark_evaluated=true"]
     result = landscape.run(compose_app("landscape", options + [f"hydra.run.dir={tmp_path}/h"]))
     assert result.grid_shape == (9, 9) and result.adaptive
     assert result.meta["resolution"]["coarse"] == [3]
+    assert list((tmp_path / "out").glob("*.png"))
 
 
 def test_a_curvature_map_refines_on_its_ratio_and_the_loss(tiny):

@@ -182,7 +182,9 @@ def run(cfg: DictConfig):
         result,
         job,
         out / name,
-        plot_curvature_map(result, model=model_name),
+        plot_curvature_map(
+            result, model=model_name, mark_evaluated=bool(cfg.get("mark_evaluated", False))
+        ),
         "%s: |lambda_min/lambda_max| %.3g .. %.3g",
         name,
         result.ratio.min(),

@@ -73,7 +73,12 @@ def run(cfg: DictConfig):
             model, origin, directions[:2], data, grid=grid, span=plain(cfg.span), **kw,
             **({"resolution": resolution} if refine else {}),
         )  # fmt: skip
-        figure = plot_contour(result, "train_loss", model=ckpt.meta.get("model"))
+        figure = plot_contour(
+            result,
+            "train_loss",
+            model=ckpt.meta.get("model"),
+            mark_evaluated=bool(cfg.get("mark_evaluated", False)),
+        )
     else:
         result = evaluate_line(
             model, origin, directions[0], data, points=grid, span=plain(cfg.span), **kw

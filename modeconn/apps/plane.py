@@ -304,7 +304,13 @@ def run(cfg: DictConfig) -> PlaneResult | None:
     note = diverged_note("plane", result.train_loss, where)
     if note:
         log.warning(note)
-    figure = plot_plane(result, model=source.model, title=source.title, line=source.line)
+    figure = plot_plane(
+        result,
+        model=source.model,
+        title=source.title,
+        line=source.line,
+        mark_evaluated=bool(cfg.get("mark_evaluated", False)),
+    )
     save_figure(figure, out / "plane")
     train_loss = result.summary()["train_loss"]
     off = result.curve_distance
