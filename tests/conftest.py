@@ -88,6 +88,12 @@ def data():
 
 
 @pytest.fixture(scope="module")
+def digits():
+    """The whole embedded digits set (a module may define its own)."""
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
 def bezier():
     """An untrained Bezier curve between two TinyNets with its bend moved off the line."""
     torch.manual_seed(0)

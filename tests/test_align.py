@@ -313,11 +313,6 @@ def test_weight_matching_without_groups_says_how_to_give_them():
 # --------------------------------------------------------------------------- activation matching
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return mc.load_dataset("digits")
-
-
 def trained(name, data, **kw):
     torch.manual_seed(1)
     net = mc.build_model(name, num_classes=10, input_shape=data.input_shape, **kw)

@@ -3,23 +3,12 @@ endpoints' interpolated mean and std, measured, rescaled or in closed form, fuse
 
 import pytest
 import torch
+from test_align import trained
 from torch import nn
 
 import modeconn as mc
 from modeconn.align import RepairedLine, permutation_spec, weight_matching
 from modeconn.align.repair import ChannelAffine, _hidden_layers, channel_stats, end_stats
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return mc.load_dataset("digits")
-
-
-def trained(name, data, **kw):
-    torch.manual_seed(1)
-    net = mc.build_model(name, num_classes=10, input_shape=data.input_shape, **kw)
-    mc.train_endpoint(net, data, mc.TrainConfig(epochs=2, seed=1, progress=False))
-    return net.eval()
 
 
 @pytest.mark.parametrize(
