@@ -112,6 +112,20 @@ def grid_resolution(cfg: DictConfig) -> tuple[Any, Any, dict[str, Any]]:
     return listed(target if target is not None else cfg.grid), adaptive, adaptive.config()
 
 
+def endpoint_meta(cfg: DictConfig, data, model_args: dict, options: dict) -> dict[str, Any]:
+    """What an endpoint checkpoint records of its network and data (`load_endpoint` rebuilds
+    the model from it): the registry name and arguments, the data set, its root and options."""
+    return {
+        "model": cfg.model.name,
+        "model_args": model_args,
+        "num_classes": data.num_classes,
+        "input_shape": list(data.input_shape),
+        "dataset": cfg.dataset.name,
+        "dataset_root": cfg.dataset.root,
+        **({"dataset_args": options} if options else {}),
+    }
+
+
 def train_config(optim: DictConfig, seed: int, progress: bool) -> TrainConfig:
     return TrainConfig(**plain(optim), seed=seed, progress=progress)
 

@@ -22,6 +22,7 @@ from modeconn.apps.common import (
     app_run,
     dataset_from,
     dataset_options,
+    endpoint_meta,
     engine_settings,
     log,
     pick_device,
@@ -74,15 +75,7 @@ def run(cfg: DictConfig):
         **settings.resume_config(),
     }
     guard_result(out / "lines", job, cfg.get("overwrite", False))
-    meta = {
-        "model": cfg.model.name,
-        "model_args": model_args,
-        "num_classes": data.num_classes,
-        "input_shape": list(data.input_shape),
-        "dataset": cfg.dataset.name,
-        "dataset_root": cfg.dataset.root,
-        **({"dataset_args": options} if options else {}),
-    }
+    meta = endpoint_meta(cfg, data, model_args, options)
     result = stability(
         model, data, config, spawn,
         spawn_steps=plain(cfg.spawn_steps), pairs=int(cfg.pairs), vary=cfg.vary,

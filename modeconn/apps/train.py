@@ -16,6 +16,7 @@ from modeconn.apps.common import (
     app_run,
     dataset_from,
     dataset_options,
+    endpoint_meta,
     finish_distributed,
     init_distributed,
     log,
@@ -72,15 +73,7 @@ def run(cfg: DictConfig) -> dict:
         cfg.model.name, num_classes=data.num_classes, input_shape=data.input_shape, **model_args
     ).to(device)
     path = endpoint_path(cfg)
-    meta = {
-        "model": cfg.model.name,
-        "model_args": model_args,
-        "num_classes": data.num_classes,
-        "input_shape": list(data.input_shape),
-        "dataset": cfg.dataset.name,
-        "dataset_root": cfg.dataset.root,
-        **({"dataset_args": options} if options else {}),
-    }
+    meta = endpoint_meta(cfg, data, model_args, options)
     hooks = trajectory_hooks(cfg, path, model, data, config)
     result = train_endpoint(model, data, config, checkpoint=path, meta=meta, **hooks)
     finish_distributed()
