@@ -385,6 +385,7 @@ def test_merge_many_aligns_permuted_copies_onto_one_network():
         assert torch.allclose(a.eval()(x), b.eval()(x), atol=1e-5)
 
 
+@pytest.mark.outcome
 def test_alignment_cuts_a_narrow_mlps_test_error_barrier_at_least_five_fold(digits):
     """Two 3 x 64 MLPs on digits (20 epochs each): the line between them crosses a barrier of
     ~24 points; to w2 aligned by weight matching ~2 (benchmarks/bench_align_width.py has the
